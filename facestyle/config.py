@@ -1,0 +1,141 @@
+"""Profiles: one typed place for sizes, truncation per style, loss weights, iteration counts and checkpoints.
+
+Two profiles share every code path (DESIGN.md section 2):
+
+* ``mini`` - the embedded default: a 64 px StyleGAN2 and small encoders trained by facestyle on its synthetic
+  portrait world (``facestyle.world``); checkpoints ship inside the package, everything runs offline on a CPU.
+* ``ffhq`` - the paper's setting: official 1024 px checkpoints (rosinality StyleGAN2, pSp), facenet identity,
+  LPIPS with torchvision backbones, on a GPU.
+
+Named configs override typed defaults, as nanoGPT's config files do: ``get_profile("mini", finetune_iters=50)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+STYLES = ("cartoon", "anime", "fantasy", "illustration", "impasto")
+
+# Paper section 4.1: sizes of the style sets used for finetuning.
+PAPER_STYLE_SET_SIZES = {"cartoon": 317, "anime": 174, "fantasy": 137, "illustration": 156, "impasto": 120}
+
+# Paper section 4.1 / DESIGN.md section 4: truncation per style at test time.
+PAPER_TRUNCATION = {"cartoon": 0.7, "anime": 0.6, "fantasy": 0.9, "illustration": 0.9, "impasto": 0.9}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """StyleGAN2 hyper-parameters in rosinality's vocabulary (REFERENCE.md section 1)."""
+
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    lr_mlp: float = 0.01
+    # Optional explicit {resolution: channels}; None means rosinality's default table.
+    channels: dict | None = None
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """pSp encoder backbone (REFERENCE.md section 2); the mini profile shrinks depth and width."""
+
+    input_size: int = 256
+    num_layers: int = 50  # IR-SE50
+    mode: str = "ir_se"
+    # Optional explicit backbone: ((in_channel, depth, num_units), ...) per block; None = IR-SE50.
+    blocks: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between ``mini`` and ``ffhq``; code paths never branch on the name."""
+
+    name: str
+    generator: GeneratorConfig
+    encoder: EncoderConfig
+    # Checkpoint names resolved through facestyle.hub.
+    generator_ckpt: str
+    w_encoder_ckpt: str
+    wplus_encoder_ckpt: str
+    zplus_encoder_ckpt: str
+    identity_ckpt: str
+    style_generator_ckpt: str  # format string with {style}
+    # Losses (paper Eq. 1-3; lambda_sem = lambda_paired = 1, lambda_ID = 0.1 in section 4.1).
+    lambda_sem: float = 1.0
+    lambda_paired: float = 1.0
+    lambda_id: float = 0.1
+    r1_gamma: float = 10.0
+    loss_size: int = 256  # images are resized to this before LPIPS / identity (Eq. 1)
+    lpips_train_net: str = "vgg"
+    lpips_eval_net: str = "alex"
+    # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations.
+    finetune_iters: int = 1000
+    finetune_batch: int = 4
+    finetune_lr: float = 0.002
+    # Pseudo pairs (Eq. 5) and reference inversion (REFERENCE.md section 3).
+    pair_opt_iters: int = 1000
+    pair_opt_lr: float = 0.01
+    invert_iters: int = 1000
+    invert_lr: float = 0.1
+    truncation: dict = field(default_factory=lambda: dict(PAPER_TRUNCATION))
+    # Multimodal mixing layers (paper: 3, 6, 9, 12 of 18).
+    mix_layers: tuple = (3, 6, 9, 12)
+
+    def replace(self, **overrides) -> "Profile":
+        """Return a copy with some fields overridden (unknown names raise with the list of valid ones)."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - valid
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        return dataclasses.replace(self, **overrides)
+
+
+MINI_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
+
+PROFILES = {
+    "mini": Profile(
+        name="mini",
+        generator=GeneratorConfig(size=64, style_dim=128, n_mlp=4, channel_multiplier=1, lr_mlp=0.01,
+                                  channels=MINI_CHANNELS),
+        encoder=EncoderConfig(input_size=64, num_layers=0, mode="ir_se",
+                              blocks=((32, 32, 1), (32, 64, 1), (64, 96, 1), (96, 128, 1))),
+        generator_ckpt="mini-stylegan2-64",
+        w_encoder_ckpt="mini-encoder-w",
+        wplus_encoder_ckpt="mini-encoder-wplus",
+        zplus_encoder_ckpt="mini-encoder-zplus",
+        identity_ckpt="mini-identity",
+        style_generator_ckpt="mini-style-{style}",
+        loss_size=64,
+        mix_layers=(2, 4, 6, 8),  # 18-layer levels 3/6/9/12 scaled to the 10 rows of a 64 px generator
+    ),
+    "ffhq": Profile(
+        name="ffhq",
+        generator=GeneratorConfig(size=1024),
+        encoder=EncoderConfig(),
+        generator_ckpt="stylegan2-ffhq-config-f",
+        w_encoder_ckpt="psp-ffhq-encode-w",
+        wplus_encoder_ckpt="psp-ffhq-encode",
+        zplus_encoder_ckpt="psp-ffhq-encode-zplus",
+        identity_ckpt="facenet-vggface2",
+        style_generator_ckpt="ffhq-style-{style}",
+    ),
+}
+
+
+def get_profile(name: str = "mini", **overrides) -> Profile:
+    """Look up a profile by name, optionally overriding fields; unknown names fail with the valid list."""
+    if isinstance(name, Profile):
+        return name.replace(**overrides) if overrides else name
+    try:
+        prof = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)}") from None
+    return prof.replace(**overrides) if overrides else prof
+
+
+def check_style(style: str) -> str:
+    """Validate a style name with a message that lists the valid ones."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
+    return style
