@@ -92,11 +92,13 @@ class Profile:
 
 
 MINI_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
+# lr_mlp 0.1 for mini (rosinality default 0.01): with 0.01 the mapping network barely moves during the
+# supervised warm start on CPU (DESIGN.md section 3), so W would stay a random transform of Z.
 
 PROFILES = {
     "mini": Profile(
         name="mini",
-        generator=GeneratorConfig(size=64, style_dim=128, n_mlp=4, channel_multiplier=1, lr_mlp=0.01,
+        generator=GeneratorConfig(size=64, style_dim=128, n_mlp=4, channel_multiplier=1, lr_mlp=0.1,
                                   channels=MINI_CHANNELS),
         encoder=EncoderConfig(input_size=64, num_layers=0, mode="ir_se",
                               blocks=((32, 32, 1), (32, 64, 1), (64, 96, 1), (96, 128, 1))),

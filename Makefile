@@ -1,0 +1,27 @@
+# The two commands a newcomer types (see README): `make demo` and `make test`.
+# PY can point at any Python 3.10+ interpreter or environment (conda, venv, system).
+PY ?= python3
+PIP = $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: install install-test demo test bench figures
+
+# torch/torchvision pinned: these exact wheels are what we test on (an unpinned torch pulls a multi-GB build).
+# facenet-pytorch --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with current versions.
+install:
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) --no-deps facenet-pytorch==2.6.0
+	$(PIP) -e ".[notebooks,test]"
+
+install-test:
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) --no-deps facenet-pytorch==2.6.0
+	$(PIP) -e ".[test]"
+
+demo: install
+	$(PY) -m facestyle demo --profile mini
+
+test: install-test
+	$(PY) -m pytest -q
+
+bench:
+	$(PY) -m facestyle bench --size 256 --batch 16

@@ -1,0 +1,119 @@
+"""The ``facestyle`` command line: one subcommand per task, each with ``--help``.
+
+Subcommands import their heavy dependencies lazily so ``facestyle --help`` stays instant.
+Errors that a user can fix (bad input, missing checkpoint, unknown style/profile/device) print one line
+and exit with status 2; nothing half-written is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_common(p: argparse.ArgumentParser, *, style: bool = False) -> None:
+    p.add_argument("--profile", default="mini", help="mini (embedded, CPU, offline) or ffhq (official checkpoints)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    if style:
+        p.add_argument("--style", default="cartoon", help="cartoon, anime, fantasy, illustration or impasto")
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(["--size", str(args.size), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                       "--device", args.device])
+
+
+def cmd_hub(args) -> int:
+    from . import hub
+
+    if args.action == "list":
+        hub.print_entries(profile=args.profile)
+    elif args.action == "path":
+        print(hub.resolve(args.name, download=False))
+    elif args.action == "verify":
+        print(hub.verify(args.name))
+    return 0
+
+
+def cmd_world(args) -> int:
+    from .world.figures import six_domains_figure
+
+    path = six_domains_figure(n=args.n, seed=args.seed, size=args.size, path=args.out)
+    print(path)
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .pretrain import generator as pg
+
+    return pg.main_from_args(args)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    path = run_demo(profile=args.profile, device=args.device, seed=args.seed, n=args.n, out=args.out)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facestyle", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="stylize a set of portraits and write one figure (the main job)")
+    _add_common(p)
+    p.add_argument("--n", type=int, default=4, help="number of input portraits")
+    p.add_argument("--out", default=None, help="figure path (default figures/<profile>/demo.png)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="time the generator forward: shared-conv fast path vs grouped conv")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("hub", help="list, locate and verify registered checkpoints")
+    p.add_argument("action", choices=["list", "path", "verify"])
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--profile", default=None)
+    p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("world", help="render the mini world's six domains side by side")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("pretrain", help="train the mini profile's pretrained models (resumable)")
+    from .pretrain.generator import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_pretrain)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # User-fixable problems arrive as these; print one line, not a stack trace.
+        from .hub import CheckpointError
+
+        if isinstance(exc, (ValueError, FileNotFoundError, CheckpointError)):
+            print(f"facestyle {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Train the mini profile's StyleGAN2 on the synthetic portrait world (the role of the FFHQ checkpoint).
+
+Why two phases (DESIGN.md section 3): a faithful 64 px StyleGAN2 trained from scratch as a GAN needs tens of
+thousands of steps, far more than a CPU day. So training starts with a *supervised warm start*: each z has a
+known content vector ``world.content_from_z(z)`` and G learns to reproduce ``world.render(content, "real")``
+(multi-scale L1). That teaches the synthesis network faces in a few thousand steps and gives the latent space
+known semantics. An *adversarial phase* follows (non-saturating loss, lazy R1, the StyleGAN2 recipe) that
+sharpens details; the reconstruction term stays on as an anchor, so G(z) keeps a known content vector, which
+later lets the repo measure semantic drift exactly.
+
+Resumable at any moment: ``facestyle pretrain generator`` continues from ``<out>/state.pt`` or from the
+committed snapshot.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from ..config import get_profile
+from ..utils import get_device
+from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+
+
+@dataclass
+class GeneratorTrainConfig:
+    profile: str = "mini"
+    out: str = "runs/mini-generator"
+    snapshot: str | None = "facestyle/checkpoints/mini/state/generator.pt"
+    batch: int = 16
+    warm_steps: int = 6000
+    adv_steps: int = 4000
+    lr: float = 0.002
+    rec_weight: float = 10.0  # anchor weight during the adversarial phase
+    r1_gamma: float = 0.05  # 0.0002 * res^2 / batch, the StyleGAN2-ADA heuristic at 64 px, batch 16
+    r1_every: int = 16
+    ema_half_life_imgs: float = 10_000.0
+    ckpt_every_s: float = 300.0
+    sample_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def multiscale_l1(x: torch.Tensor, y: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """L1 at full, half and quarter resolution: the coarse terms fix layout before texture."""
+    loss = 0.0
+    for i in range(levels):
+        if i:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        loss = loss + (x - y).abs().mean()
+    return loss / levels
+
+
+def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
+    """R1 regulariser (Mescheder et al. 2018) as StyleGAN2 uses it: |grad_x D(x)|^2 on real images."""
+    (grad,) = torch.autograd.grad(real_pred.sum(), real_img, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1.0 - beta)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def build_models(profile_name: str):
+    from ..nn.stylegan2 import Discriminator, Generator
+
+    gc = get_profile(profile_name).generator
+    g = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier, lr_mlp=gc.lr_mlp,
+                  channels=gc.channels)
+    d = Discriminator(gc.size, channel_multiplier=gc.channel_multiplier, channels=gc.channels)
+    return g, d
+
+
+def real_batch(z: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """The renderer's image of the content that z stands for (the warm start's target)."""
+    from .. import world
+
+    return world.render(world.content_from_z(z.cpu()), "real", size=size, seed=seed)
+
+
+def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) both phases; returns the final state dict."""
+    from tqdm.auto import tqdm
+
+    set_threads(cfg.threads)
+    device = get_device(cfg.device)
+    out = resolve_path(cfg.out)
+    ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s, resolve_path(cfg.snapshot) if cfg.snapshot else None)
+    log = JsonlLog(out / "log.jsonl")
+    g, d = build_models(cfg.profile)
+    g_ema = copy.deepcopy(g).eval()
+    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
+    # R1 is lazy: scale the optimiser as StyleGAN2 does so the effective hyper-parameters match eager R1.
+    c = cfg.r1_every / (cfg.r1_every + 1)
+    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
+    step, wall = 0, 0.0
+    state = ckpt.load()
+    if state is not None:
+        g.load_state_dict(state["g"]), g_ema.load_state_dict(state["g_ema"]), d.load_state_dict(state["d"])
+        g_opt.load_state_dict(state["g_opt"]), d_opt.load_state_dict(state["d_opt"])
+        step, wall = state["step"], state.get("wall_s", 0.0)
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        print(f"resumed at step {step} ({wall / 3600:.2f} h trained so far)")
+    else:
+        torch.manual_seed(cfg.seed)
+    g.to(device), g_ema.to(device), d.to(device)
+    for opt in (g_opt, d_opt):  # moments follow the parameters' device
+        for s in opt.state.values():
+            for k, v in s.items():
+                if isinstance(v, torch.Tensor) and k != "step":
+                    s[k] = v.to(device)
+
+    size = g.size
+    total = cfg.warm_steps + cfg.adv_steps
+    fixed_z = torch.randn(16, g.style_dim, generator=torch.Generator().manual_seed(1234))
+    beta = 0.5 ** (cfg.batch / cfg.ema_half_life_imgs)
+
+    def snapshot_state():
+        return {"g": g.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(),
+                "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "step": step, "wall_s": wall,
+                "config": asdict(cfg), "rng": torch.get_rng_state()}
+
+    ckpt.install_signal_handlers()
+    bar = tqdm(total=total, initial=step, disable=not progress, desc="mini G")
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            adversarial = step >= cfg.warm_steps
+            z = torch.randn(cfg.batch, g.style_dim)
+            target = real_batch(z, size, seed=cfg.seed * 1_000_003 + step).to(device)
+            z = z.to(device)
+            rec_w = cfg.rec_weight if adversarial else 1.0
+            rec = {}
+            if adversarial:
+                # Discriminator: real renders of independent content vs current fakes.
+                real = real_batch(torch.randn(cfg.batch, g.style_dim), size, seed=-(step + 1)).to(device)
+                with torch.no_grad():
+                    fake, _ = g([z])
+                d_loss = F.softplus(d(fake)).mean() + F.softplus(-d(real)).mean()
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
+                rec["d"] = d_loss.item()
+                if step % cfg.r1_every == 0:
+                    real.requires_grad_(True)
+                    r1 = r1_penalty(d(real), real)
+                    d_opt.zero_grad(set_to_none=True)
+                    (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
+                    d_opt.step()
+                    rec["r1"] = r1.item()
+            fake, _ = g([z])
+            l_rec = multiscale_l1(fake, target)
+            g_loss = rec_w * l_rec
+            if adversarial:
+                l_adv = F.softplus(-d(fake)).mean()
+                g_loss = g_loss + l_adv
+                rec["g_adv"] = l_adv.item()
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
+            ema_update(g_ema, g, beta if step > 200 else 0.0)
+            step += 1
+            dt = time.perf_counter() - t0
+            wall += dt
+            rec.update(step=step, phase="adv" if adversarial else "warm", rec=l_rec.item(), s_per_step=round(dt, 3))
+            if step % 10 == 0:
+                log.write(**rec)
+            bar.update(1)
+            bar.set_postfix(rec=f"{l_rec.item():.4f}", phase=rec["phase"])
+            if step % cfg.sample_every == 0 or step == total:
+                save_samples(g_ema, fixed_z, out / f"samples_{step:06d}.png", size)
+            if ckpt.due() or step == total:
+                ckpt.save(snapshot_state())
+                if ckpt.stop_requested:
+                    print(f"stopped at step {step}; rerun the same command to resume")
+                    break
+    finally:
+        bar.close()
+        ckpt.restore_signal_handlers()
+    return snapshot_state()
+
+
+@torch.no_grad()
+def save_samples(g, z, path, size):
+    """Generated samples (top) above the renderer's image of the same content (bottom)."""
+    from ..viz import save_grid
+
+    dev = next(g.parameters()).device
+    fake, _ = g([z.to(dev)], randomize_noise=False)
+    save_grid(torch.cat([fake.cpu(), real_batch(z, size, seed=0)]), path, nrow=len(z))
+
+
+def export_generator(state_path, out_path, profile="mini"):
+    """Write the shippable half-precision G_ema (+D) in facestyle's checkpoint format, with latent_avg."""
+    from ..hub import save_checkpoint
+
+    state = torch.load(resolve_path(state_path), map_location="cpu", weights_only=True)
+    g, d = build_models(profile)
+    g.load_state_dict({k: v.float() for k, v in state["g_ema"].items()})
+    d.load_state_dict({k: v.float() for k, v in state["d"].items()})
+    with torch.no_grad():
+        latent_avg = g.mean_latent(4096)
+    gc = get_profile(profile).generator
+    save_checkpoint(resolve_path(out_path), kind="stylegan2", half=True,
+                    config=asdict(gc), state_dict={"g_ema": g.state_dict(), "d": d.state_dict()},
+                    latent_avg=latent_avg.reshape(-1),
+                    meta={"step": state["step"], "wall_s": state.get("wall_s"), "train_config": state.get("config")})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["generator"], help="which mini model to train")
+    for f in fields(GeneratorTrainConfig):
+        kw = {"default": f.default}
+        if f.type in ("int", int):
+            kw["type"] = int
+        elif f.type in ("float", float):
+            kw["type"] = float
+        p.add_argument("--" + f.name.replace("_", "-"), **kw)
+    p.add_argument("--export", default=None, help="after training, write the shippable checkpoint here")
+
+
+def main_from_args(args) -> int:
+    cfg = GeneratorTrainConfig(**{f.name: getattr(args, f.name) for f in fields(GeneratorTrainConfig)})
+    train(cfg)
+    if args.export:
+        export_generator(resolve_path(cfg.out) / "state.pt", args.export, cfg.profile)
+    return 0

@@ -1,0 +1,136 @@
+"""Shared plumbing for resumable training runs: run directory, JSONL log, SIGKILL-safe checkpoints.
+
+Every trainer in facestyle (mini generator, encoders, judges, style finetunes) keeps its whole state in one
+dict of tensors and plain values, saved atomically (``facestyle.utils.atomic_torch_save``) every few minutes,
+on SIGTERM/SIGINT and at the end. A run killed at any moment resumes from its last checkpoint and never
+sees a half-written file.
+
+A *snapshot* is the compact form of that state meant to be committed so a later session (or another
+machine) can resume: weights in float16, Adam moments in bfloat16 (fp16 would underflow the second moment),
+no RNG state. It replaces itself; only one snapshot per run is ever kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from ..utils import REPO_ROOT, atomic_torch_save
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Relative paths are taken from the repository root, never from the current working directory."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+class JsonlLog:
+    """Append-only JSON-lines log; one dict per line so a killed run leaves a readable log."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by SIGKILL
+                pass
+        return out
+
+
+def _compact_tensor(t: torch.Tensor, kind: str) -> torch.Tensor:
+    if not t.is_floating_point():
+        return t
+    return t.to(torch.bfloat16 if kind == "moment" else torch.float16)
+
+
+def compact_state(state: dict) -> dict:
+    """Shrink a training state for committing: fp16 weights, bf16 optimizer moments, no RNG."""
+
+    def walk(obj, kind="weight"):
+        if isinstance(obj, torch.Tensor):
+            return _compact_tensor(obj.detach().cpu(), kind)
+        if isinstance(obj, dict):
+            return {k: walk(v, "moment" if k in ("exp_avg", "exp_avg_sq") else kind) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(walk(v, kind) for v in obj)
+        return obj
+
+    return {k: walk(v) for k, v in state.items() if k != "rng"}
+
+
+def expand_state(state: dict) -> dict:
+    """Inverse of :func:`compact_state`: every floating tensor back to float32."""
+
+    def walk(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.float() if obj.is_floating_point() else obj
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(walk(v) for v in obj)
+        return obj
+
+    return walk(state)
+
+
+class Checkpointer:
+    """Decides when to save and does it atomically; also turns SIGTERM/SIGINT into a final save."""
+
+    def __init__(self, path: Path, every_s: float = 300.0, snapshot: Path | None = None):
+        self.path = Path(path)
+        self.every_s = every_s
+        self.snapshot = Path(snapshot) if snapshot else None
+        self._last = time.monotonic()
+        self.stop_requested = False
+        self._old = {}
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):  # finish the current step, save, then exit cleanly
+            self.stop_requested = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not in the main thread (e.g. inside a notebook kernel thread)
+                pass
+
+    def restore_signal_handlers(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def due(self) -> bool:
+        return self.stop_requested or time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict) -> None:
+        atomic_torch_save(state, self.path)
+        if self.snapshot is not None:
+            atomic_torch_save(compact_state(state), self.snapshot)
+        self._last = time.monotonic()
+
+    def load(self) -> dict | None:
+        """Latest full state, else the committed snapshot, else None (fresh start)."""
+        for p, compact in ((self.path, False), (self.snapshot, True)):
+            if p is not None and p.exists():
+                state = torch.load(p, map_location="cpu", weights_only=True)
+                return expand_state(state) if compact else state
+        return None
+
+
+def set_threads(n: int | None) -> None:
+    """Use every core by default; torch's default can undercount inside containers."""
+    torch.set_num_threads(n or os.cpu_count() or 1)

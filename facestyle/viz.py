@@ -1,0 +1,55 @@
+"""Grids and figure saving. One function, :func:`figure_path`, decides where every figure goes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .utils import REPO_ROOT, atomic_write
+
+
+def figure_path(profile: str, name: str, root: str | os.PathLike | None = None) -> Path:
+    """``figures/<profile>/<name>`` under the repository (or ``root``); names say which paper figure they remake,
+    e.g. ``fig05_latent_shift.png`` or ``table4_ablation.md``."""
+    base = Path(root) if root is not None else Path(os.environ.get("FACESTYLE_FIGURES", REPO_ROOT / "figures"))
+    path = base / profile / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1,1] float images [N,3,H,W] -> uint8 [N,H,W,3]."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile [N,3,H,W] images in [-1,1] into one uint8 array with white gutters."""
+    arr = to_uint8(images)
+    n, h, w, _ = arr.shape
+    ncol = min(nrow, n)
+    rows = (n + ncol - 1) // ncol
+    grid = np.full((rows * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = arr[i]
+    return grid
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path:
+    """Save a uint8 HxWx3 array as PNG atomically, optionally upscaled with nearest neighbour."""
+    from PIL import Image
+
+    img = Image.fromarray(array)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    with atomic_write(path) as fh:
+        img.save(fh, format="PNG")
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 1) -> Path:
+    return save_image(make_grid(images, nrow=nrow), path, scale=scale)
