@@ -46,9 +46,11 @@ def cmd_world(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import generator as pg
+    import importlib
 
-    return pg.main_from_args(args)
+    name = {"generator": "generator", "encoder": "encoders"}.get(args.what, "judges")
+    module = importlib.import_module(f".pretrain.{name}", __package__)
+    return module.main_from_args(args)
 
 
 def cmd_demo(args) -> int:
@@ -90,10 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("pretrain", help="train the mini profile's pretrained models (resumable)")
-    from .pretrain.generator import add_arguments
+    psub = p.add_subparsers(dest="what", metavar="MODEL", required=True)
+    from .pretrain import encoders as pe, generator as pg, judges as pj
 
-    add_arguments(p)
-    p.set_defaults(func=cmd_pretrain)
+    q = psub.add_parser("generator", help="the 64 px StyleGAN2: supervised warm start, then adversarial")
+    pg.add_arguments(q)
+    q.set_defaults(func=cmd_pretrain)
+    for what, text in (("oracle", "the evaluation oracle (factors + domain, all six domains)"),
+                       ("identity", "the identity network for the mini identity loss (real domain)")):
+        q = psub.add_parser(what, help=text)
+        pj.add_arguments(q)
+        q.set_defaults(func=cmd_pretrain, what=what)
+    q = psub.add_parser("encoder", help="a pSp-style encoder (W, W+ or Z+) against the frozen mini generator")
+    q.add_argument("--kind", choices=["w", "wplus", "zplus"], default="wplus")
+    pe.add_arguments(q)
+    q.set_defaults(func=cmd_pretrain)
     return parser
 
 

@@ -248,3 +248,8 @@ def tune_malloc(trim_threshold: int = 2 ** 31 - 1, mmap_threshold: int = 32 * 2 
         applied["mmap_max"] = 0
     _malloc_tuned = applied
     return applied
+
+
+def malloc_tuning() -> dict | None:
+    """The settings :func:`tune_malloc` applied in this process, or ``None`` if it has not run (or could not)."""
+    return _malloc_tuned or None

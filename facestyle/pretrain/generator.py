@@ -218,7 +218,6 @@ def export_generator(state_path, out_path, profile="mini"):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["generator"], help="which mini model to train")
     for f in fields(GeneratorTrainConfig):
         kw = {"default": f.default}
         if f.type in ("int", int):

@@ -1,0 +1,142 @@
+"""Train the mini profile's pSp-style encoders (W, W+ and Z+) against the frozen mini generator.
+
+The paper uses pSp encoders pretrained on FFHQ (section 3, Eq. 4 and 6); the mini profile trains its own the
+same way pSp does - reconstruct the input through the frozen generator - plus one thing only a synthetic
+setting allows: half of every batch is the generator's own samples, whose latents are known, so the encoder
+also gets a direct latent target (z for the Z+ encoder, w for the W and W+ encoders). The other half is real
+renders from the world, supervised through the image only, since those are what the encoders must invert.
+
+Loss = multiscale L1(G(E(x)), x) on all images + ``latent_weight`` * MSE(latent) on generated images.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from .. import world
+from ..config import get_profile
+from ..nn.encoders import PSP, build_encoder
+from ..utils import get_device
+from .generator import multiscale_l1
+from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+
+
+@dataclass
+class EncoderTrainConfig:
+    kind: str = "wplus"  # w | wplus | zplus
+    profile: str = "mini"
+    generator: str = "mini-stylegan2-64"  # hub name or path of the frozen generator
+    out: str = "runs/mini-encoder-{kind}"
+    steps: int = 3000
+    batch: int = 16
+    lr: float = 1e-3
+    latent_weight: float = 1.0
+    ckpt_every_s: float = 300.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def build_psp(kind: str, generator, latent_avg: torch.Tensor, profile: str = "mini") -> PSP:
+    prof = get_profile(profile)
+    enc = build_encoder(kind, prof.encoder, n_styles=generator.n_latent, style_dim=generator.style_dim)
+    return PSP(enc, generator, latent_avg=latent_avg.reshape(-1), start_from_latent_avg=kind != "zplus",
+               input_size=prof.encoder.input_size, n_styles=generator.n_latent)
+
+
+def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
+    from tqdm.auto import tqdm
+
+    from ..hub import load_generator
+
+    set_threads(cfg.threads)
+    device = get_device(cfg.device)
+    loaded = load_generator(cfg.generator, device=device)
+    g = loaded.g_ema
+    psp = build_psp(cfg.kind, g, loaded.latent_avg, cfg.profile).to(device)
+    for p in psp.decoder.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(psp.encoder.parameters(), lr=cfg.lr)
+    out = resolve_path(cfg.out.format(kind=cfg.kind))
+    ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
+    log = JsonlLog(out / "log.jsonl")
+    step, wall = 0, 0.0
+    state = ckpt.load()
+    if state:
+        psp.encoder.load_state_dict(state["encoder"]), opt.load_state_dict(state["opt"])
+        step, wall = state["step"], state["wall_s"]
+    gen = torch.Generator().manual_seed(cfg.seed + 7 * step)
+    half = cfg.batch // 2
+    ckpt.install_signal_handlers()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"mini E_{cfg.kind}")
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            z = torch.randn(half, g.style_dim, generator=gen).to(device)
+            with torch.no_grad():
+                w = g.mapping(z)
+                fake = g.synthesis(w, noise_mode="const")
+            content = world.sample_content(cfg.batch - half, generator=gen)
+            real = world.render(content, "real", size=g.size, seed=cfg.seed * 1_000_003 + step).to(device)
+            x = torch.cat([fake, real])
+            codes, raw = psp.encode(x, return_raw=True)
+            rec = psp.decode(codes)
+            l_img = multiscale_l1(rec, x)
+            # latent target on the generated half: z for Z+ (every row), w for W (one code) and W+ (every row)
+            target = z if cfg.kind == "zplus" else w
+            pred = raw[:half] if cfg.kind != "wplus" else codes[:half]
+            if pred.dim() == 3:
+                target = target.unsqueeze(1).expand_as(pred)
+            l_lat = (pred - target).pow(2).mean()
+            loss = l_img + cfg.latent_weight * l_lat
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            wall += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(img=f"{l_img.item():.4f}", lat=f"{l_lat.item():.4f}")
+            if step % 10 == 0:
+                log.write(step=step, img=l_img.item(), lat=l_lat.item())
+            if ckpt.due() or step == cfg.steps:
+                ckpt.save({"encoder": psp.encoder.state_dict(), "opt": opt.state_dict(), "step": step,
+                           "wall_s": wall, "config": asdict(cfg)})
+                if ckpt.stop_requested:
+                    break
+    finally:
+        bar.close()
+        ckpt.restore_signal_handlers()
+    psp.eval()
+    return psp
+
+
+def export(psp: PSP, cfg: EncoderTrainConfig, path, meta: dict | None = None) -> None:
+    """Ship the encoder in pSp's own checkpoint layout ({state_dict, opts, latent_avg}), half precision."""
+    from ..hub import save_checkpoint
+
+    prof = get_profile(cfg.profile)
+    save_checkpoint(resolve_path(path), kind="encoder", half=True,
+                    config={"kind": cfg.kind, "encoder": asdict(prof.encoder), "n_styles": psp.n_styles,
+                            "style_dim": psp.decoder.style_dim, "generator": cfg.generator},
+                    state_dict=psp.encoder.state_dict(),
+                    meta={"train_config": asdict(cfg), "latent_avg": psp.latent_avg.cpu(), **(meta or {})})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    for f in fields(EncoderTrainConfig):
+        if f.name == "kind":
+            continue
+        typ = {"int": int, "float": float}.get(f.type, str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
+    p.add_argument("--export", default=None, help="write the shippable checkpoint here")
+
+
+def main_from_args(args) -> int:
+    cfg = EncoderTrainConfig(**{f.name: getattr(args, f.name) for f in fields(EncoderTrainConfig)})
+    psp = train(cfg)
+    if args.export:
+        export(psp, cfg, args.export)
+    return 0

@@ -1,0 +1,253 @@
+"""Train and evaluate the mini world's judges: the oracle (evaluation only) and the identity network.
+
+Both learn from renders with ground truth (``facestyle.world``). Images are rendered once into a uint8 cache
+(rendering dominates the cost otherwise) and training is resumable like every facestyle trainer.
+
+* Oracle: all six domains, unbiased content, losses = MSE on continuous factors + cross-entropy on categorical
+  factors and on the domain. Light blur/noise augmentation so it also reads generator outputs.
+* Identity: real domain only. Two renders share the :data:`~facestyle.nn.judges.IDENTITY_FACTORS` and differ
+  in every nuisance factor; a symmetric InfoNCE loss pulls them together (the FaceNet recipe, contrastive form).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from .. import world
+from ..nn.judges import IDENTITY_FACTORS, IdentityNet, Oracle
+from ..utils import get_device
+from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+
+
+@dataclass
+class JudgeTrainConfig:
+    what: str = "oracle"  # oracle | identity
+    out: str = "runs/mini-{what}"
+    n_train: int = 6000  # per domain (oracle) or identity pairs (identity)
+    n_test: int = 500  # per domain / identities held out
+    steps: int = 3000
+    batch: int = 128
+    lr: float = 2e-3
+    size: int = 64
+    temperature: float = 0.1
+    ckpt_every_s: float = 300.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def factor_kinds() -> list[tuple[str, int]]:
+    return [(f.kind, 1 if f.kind == "continuous" else len(f.values)) for f in world.FACTORS]
+
+
+def build_oracle(size: int = 64) -> Oracle:
+    return Oracle(factor_kinds(), n_domains=len(world.DOMAINS), input_size=size)
+
+
+def build_identity(size: int = 64) -> IdentityNet:
+    return IdentityNet(input_size=size)
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _from_u8(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1
+
+
+def render_u8(content: torch.Tensor, domain: str, size: int, seed: int, chunk: int = 1000) -> torch.Tensor:
+    return torch.cat([_to_u8(world.render(content[i:i + chunk], domain, size=size, seed=seed + i))
+                      for i in range(0, len(content), chunk)])
+
+
+def oracle_data(n: int, size: int, seed: int) -> dict:
+    """n unbiased contents rendered in each domain; labels = content and domain index."""
+    imgs, contents, doms = [], [], []
+    for d, dom in enumerate(world.DOMAINS):
+        c = world.sample_content(n, seed=seed * 101 + d)
+        imgs.append(render_u8(c, dom, size, seed=seed * 7919 + d * 100_003))
+        contents.append(c)
+        doms.append(torch.full((n,), d, dtype=torch.long))
+    return {"x": torch.cat(imgs), "c": torch.cat(contents), "d": torch.cat(doms)}
+
+
+def identity_views(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two contents per identity: same identity factors, independently resampled nuisance factors."""
+    a = world.sample_content(n, seed=seed)
+    b = world.sample_content(n, seed=seed + 1)
+    for name in IDENTITY_FACTORS:
+        i = world.factor_index(name)
+        b[:, i] = a[:, i]
+    return a, b
+
+
+def identity_data(n: int, size: int, seed: int) -> dict:
+    a, b = identity_views(n, seed)
+    return {"a": render_u8(a, "real", size, seed * 31), "b": render_u8(b, "real", size, seed * 37 + 1), "c": a}
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mild blur and noise so the judges also read slightly soft generator outputs."""
+    blur = torch.rand(len(x), 1, 1, 1, generator=g) < 0.3
+    x = torch.where(blur, F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1), x)
+    return x + 0.03 * torch.randn(x.shape, generator=g) * (torch.rand(len(x), 1, 1, 1, generator=g) < 0.5)
+
+
+def oracle_loss(model: Oracle, x, c, d):
+    parts, dom = model(x)
+    loss = F.cross_entropy(dom, d)
+    for i, ((kind, _), p) in enumerate(zip(model.factor_kinds, parts)):
+        if kind == "continuous":
+            loss = loss + 10 * F.mse_loss(p.squeeze(1), c[:, i])
+        else:
+            loss = loss + F.cross_entropy(p, c[:, i].long())
+    return loss
+
+
+def info_nce(ea: torch.Tensor, eb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of positive pairs (the other rows are the negatives)."""
+    logits = ea @ eb.t() / temperature
+    target = torch.arange(len(ea), device=ea.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
+    from tqdm.auto import tqdm
+
+    set_threads(cfg.threads)
+    device = get_device(cfg.device)
+    out = resolve_path(cfg.out.format(what=cfg.what))
+    cache = out / "data.pt"
+    if cache.exists():
+        data = torch.load(cache, weights_only=True)
+    else:
+        t0 = time.perf_counter()
+        make = oracle_data if cfg.what == "oracle" else identity_data
+        data = {"train": make(cfg.n_train, cfg.size, cfg.seed), "test": make(cfg.n_test, cfg.size, cfg.seed + 10_000)}
+        from ..utils import atomic_torch_save
+
+        atomic_torch_save(data, cache)
+        print(f"rendered {cfg.what} data in {time.perf_counter() - t0:.0f} s")
+    model = build_oracle(cfg.size) if cfg.what == "oracle" else build_identity(cfg.size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
+    log = JsonlLog(out / "log.jsonl")
+    step, wall = 0, 0.0
+    state = ckpt.load()
+    if state:
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        step, wall = state["step"], state["wall_s"]
+    model.to(device).train()
+    g = torch.Generator().manual_seed(cfg.seed + step)
+    tr = data["train"]
+    n = len(tr["x"] if cfg.what == "oracle" else tr["a"])
+    ckpt.install_signal_handlers()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"mini {cfg.what}")
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            idx = torch.randint(n, (cfg.batch,), generator=g)
+            if cfg.what == "oracle":
+                x = augment(_from_u8(tr["x"][idx]), g).to(device)
+                loss = oracle_loss(model, x, tr["c"][idx].to(device), tr["d"][idx].to(device))
+            else:
+                xa = augment(_from_u8(tr["a"][idx]), g).to(device)
+                xb = augment(_from_u8(tr["b"][idx]), g).to(device)
+                loss = info_nce(model(xa), model(xb), cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            wall += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % 20 == 0:
+                log.write(step=step, loss=loss.item())
+            if ckpt.due() or step == cfg.steps:
+                ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                           "step": step, "wall_s": wall, "config": asdict(cfg)})
+                if ckpt.stop_requested:
+                    break
+    finally:
+        bar.close()
+        ckpt.restore_signal_handlers()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def evaluate_oracle(model: Oracle, test: dict) -> dict:
+    """Held-out accuracy per factor and per domain.
+
+    Categorical factors: exact accuracy. Continuous factors: mean absolute error and the share within 0.1 of
+    the truth (on a [0, 1] scale) - the same tolerance :mod:`facestyle.eval` uses for attribute agreement.
+    """
+    dev = next(model.parameters()).device
+    pred, dom = model.predict(_from_u8(test["x"]).to(dev))
+    pred, dom = pred.cpu(), dom.cpu()
+    c, d = test["c"], test["d"]
+    report = {"factors": {}, "domains": {}}
+    for i, f in enumerate(world.FACTORS):
+        if f.kind == "categorical":
+            report["factors"][f.name] = {"accuracy": (pred[:, i] == c[:, i]).float().mean().item()}
+        else:
+            err = (pred[:, i] - c[:, i]).abs()
+            report["factors"][f.name] = {"mae": err.mean().item(), "within_0.1": (err < 0.1).float().mean().item()}
+    for k, name in enumerate(world.DOMAINS):
+        m = d == k
+        report["domains"][name] = {"domain_accuracy": (dom[m] == k).float().mean().item()}
+    report["domain_accuracy"] = (dom == d).float().mean().item()
+    return report
+
+
+@torch.no_grad()
+def evaluate_identity(model: IdentityNet, test: dict) -> dict:
+    """Verification on held-out identities: same-identity vs different-identity cosine distances, and rank-1
+    retrieval accuracy of view b among all held-out identities' view a."""
+    dev = next(model.parameters()).device
+    ea = model(_from_u8(test["a"]).to(dev)).cpu()
+    eb = model(_from_u8(test["b"]).to(dev)).cpu()
+    sim = ea @ eb.t()
+    same = sim.diag()
+    off = sim[~torch.eye(len(sim), dtype=torch.bool)]
+    return {"same_identity_distance": (1 - same).mean().item(), "different_identity_distance": (1 - off).mean().item(),
+            "rank1_retrieval": (sim.argmax(1) == torch.arange(len(sim))).float().mean().item(),
+            "n_identities": len(sim)}
+
+
+def export(model: torch.nn.Module, cfg: JudgeTrainConfig, report: dict, path) -> None:
+    from ..hub import save_checkpoint
+
+    kind = "oracle" if cfg.what == "oracle" else "identity"
+    config = {"size": cfg.size, "factor_kinds": factor_kinds(), "n_domains": len(world.DOMAINS)} if kind == "oracle" \
+        else {"size": cfg.size, "identity_factors": list(IDENTITY_FACTORS)}
+    save_checkpoint(resolve_path(path), kind=kind, half=True, config=config, state_dict=model.state_dict(),
+                    meta={"train_config": asdict(cfg), "report": report})
+
+
+def main_from_args(args) -> int:
+    cfg = JudgeTrainConfig(**{f.name: getattr(args, f.name) for f in fields(JudgeTrainConfig)})
+    model = train(cfg)
+    data = torch.load(resolve_path(cfg.out.format(what=cfg.what)) / "data.pt", weights_only=True)
+    report = (evaluate_oracle if cfg.what == "oracle" else evaluate_identity)(model, data["test"])
+    print(json.dumps(report, indent=1))
+    if args.export:
+        export(model, cfg, report, args.export)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    for f in fields(JudgeTrainConfig):
+        if f.name == "what":
+            continue
+        typ = {"int": int, "float": float}.get(f.type, str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
+    p.add_argument("--export", default=None, help="write the shippable checkpoint here")

@@ -1,0 +1,660 @@
+"""Batched, resolution-free portrait renderer for the mini world (DESIGN.md section 3).
+
+Every shape is a signed distance field (negative inside) evaluated on a pixel grid for the whole batch at
+once; coverage is ``clamp(0.5 - sdf / edge, 0, 1)`` with ``edge`` the pixel width (or a wider, domain-specific
+softness), so any output size renders anti-aliased. Layers are composited back to front: background, hair
+back, shoulders and neck, ears, face, earrings, eyes, brows, nose, mouth, beard, hair front, glasses.
+
+Geometry lives in world units: the image spans [-1, 1] on both axes (y down). The head is drawn in a frame
+rotated by the head tilt around the face centre; yaw moves features on a cylinder (x = R sin(theta + yaw))
+so the far side narrows and the near ear shows.
+
+Each domain is a :class:`Look`: its own geometry (head proportions, eye size and placement, nose and mouth
+scale, ears), palette and treatment (shading mode, outlines, texture post-process). The real domain has soft
+photographic shading from the light direction, skin texture and a slight blur; the five styles redraw the same
+content: cartoon (bold outlines, cel colours, big round head, simple nose), anime (huge highlighted eyes, tiny
+nose, small mouth, pointed chin, saturated hair), fantasy (long face, pointed ears, teal/purple glow,
+sparkles), illustration (pastel flat colour, hatching in shadow, thin lines), impasto (quantised colour and
+directional brush strokes, warm palette).
+
+Texture noise is a hash of (seed, image index, lattice cell), so a render is deterministic for a seed and
+independent of how the batch is chunked.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .content import FACTORS, NUM_FACTORS, check_domain
+
+_PIXEL_BUDGET = 1_500_000  # pixels per internal chunk (about 370 portraits at 64 px)
+_ZOOM = 1.45  # the image spans [-1/_ZOOM, 1/_ZOOM] world units
+
+
+# --------------------------------------------------------------------------------------------- looks
+@dataclass(frozen=True)
+class Look:
+    """How one domain draws a content vector (geometry multipliers, palette, treatment)."""
+
+    name: str
+    # geometry
+    head_a: float = 1.0  # face half-width multiplier
+    head_b: float = 1.0  # face half-height multiplier
+    jaw_lo: float = 0.0  # jaw factor mapped to [jaw_lo, jaw_hi]
+    jaw_hi: float = 1.0
+    chin: float = 0.0  # extra chin taper (pointed chin)
+    eye_scale: float = 1.0
+    eye_aspect: float = 0.52  # eye height / width
+    eye_spread: float = 1.0
+    eye_dy: float = 0.0
+    iris_x: float = 0.50  # iris half-width / eye half-width
+    iris_y: float = 0.95  # iris half-height / eye half-height
+    highlight: float = 0.25  # eye highlight radius relative to the iris (0: none)
+    lash: float = 0.010  # upper lid line width
+    brow_scale: float = 1.0
+    nose_scale: float = 1.0
+    nose_mode: str = "real"  # real | arc | line | dot
+    mouth_scale: float = 1.0
+    mouth_dy: float = 0.0
+    lip_t: float = 0.011
+    ear_scale: float = 1.0
+    ear_point: bool = False
+    frame_w: float = 0.013  # glasses frame width
+    # treatment
+    outline: float = 0.0  # outline width in world units (0: no outlines)
+    outline_rgb: tuple = (0.08, 0.06, 0.06)
+    soft: float = 0.0  # minimum edge softness in world units
+    shading: str = "smooth"  # smooth | cel | flat
+    shade_lo: float = 0.45  # darkest shading factor
+    post: str = "real"
+    blush: float = 0.0
+    # palettes (RGB in [0, 1])
+    skin: tuple = ((0.96, 0.80, 0.69), (0.38, 0.24, 0.16))  # light, dark
+    hair: tuple = ((0.08, 0.07, 0.07), (0.36, 0.22, 0.12), (0.86, 0.70, 0.42), (0.66, 0.26, 0.10),
+                   (0.72, 0.72, 0.72))
+    eyes: tuple = ((0.36, 0.20, 0.08), (0.26, 0.46, 0.76), (0.24, 0.56, 0.30), (0.55, 0.58, 0.62))
+    bg: tuple = ((0.62, 0.62, 0.64), (0.45, 0.58, 0.76), (0.50, 0.66, 0.50), (0.83, 0.75, 0.62),
+                 (0.86, 0.62, 0.68))
+    cloth: tuple = (0.22, 0.25, 0.32)
+    lips: tuple = (0.74, 0.36, 0.36)
+    sclera: tuple = (0.95, 0.94, 0.92)
+    frame: tuple = (0.10, 0.10, 0.11)
+    gold: tuple = (0.96, 0.78, 0.28)
+    lens_alpha: float = 0.10
+
+
+LOOKS: dict[str, Look] = {
+    "real": Look("real", soft=0.012),
+    "cartoon": Look(
+        "cartoon", head_a=1.16, head_b=1.08, jaw_lo=0.45, jaw_hi=1.0, eye_scale=1.25, eye_aspect=0.8,
+        iris_x=0.55, iris_y=0.70, highlight=0.3, lash=0.0, brow_scale=1.2, nose_scale=0.8, nose_mode="arc",
+        mouth_scale=1.2, lip_t=0.008, frame_w=0.022, outline=0.034, soft=0.0, shading="cel", shade_lo=0.80,
+        post="cartoon",
+        skin=((1.00, 0.86, 0.70), (0.56, 0.35, 0.22)),
+        hair=((0.13, 0.12, 0.16), (0.58, 0.31, 0.12), (1.00, 0.84, 0.30), (0.93, 0.36, 0.10),
+              (0.82, 0.82, 0.85)),
+        eyes=((0.50, 0.28, 0.10), (0.20, 0.52, 0.95), (0.20, 0.70, 0.30), (0.55, 0.58, 0.66)),
+        bg=((0.78, 0.78, 0.80), (0.42, 0.72, 0.96), (0.55, 0.86, 0.45), (0.99, 0.88, 0.62),
+            (1.00, 0.66, 0.80)),
+        cloth=(0.90, 0.30, 0.25), lips=(0.85, 0.35, 0.35), lens_alpha=0.25),
+    "anime": Look(
+        "anime", head_a=0.98, head_b=1.0, jaw_lo=0.0, jaw_hi=0.5, chin=0.25, eye_scale=1.55, eye_aspect=1.12,
+        eye_spread=1.12, eye_dy=0.035, iris_x=0.68, iris_y=0.86, highlight=0.42, lash=0.022, brow_scale=0.7,
+        nose_scale=0.45, nose_mode="dot", mouth_scale=0.62, mouth_dy=0.02, lip_t=0.006, frame_w=0.014,
+        outline=0.020, outline_rgb=(0.25, 0.12, 0.12), soft=0.0, shading="cel", shade_lo=0.85, post="anime",
+        blush=0.35,
+        skin=((1.00, 0.91, 0.84), (0.74, 0.52, 0.40)),
+        hair=((0.16, 0.16, 0.34), (0.64, 0.36, 0.22), (1.00, 0.88, 0.40), (0.96, 0.26, 0.32),
+              (0.78, 0.84, 0.97)),
+        eyes=((0.62, 0.32, 0.10), (0.18, 0.50, 0.98), (0.12, 0.76, 0.42), (0.58, 0.60, 0.78)),
+        bg=((0.86, 0.86, 0.92), (0.68, 0.84, 1.00), (0.72, 0.94, 0.78), (1.00, 0.93, 0.78),
+            (1.00, 0.80, 0.90)),
+        cloth=(0.18, 0.22, 0.48), lips=(0.90, 0.45, 0.48), lens_alpha=0.15),
+    "fantasy": Look(
+        "fantasy", head_a=0.90, head_b=1.16, jaw_lo=0.0, jaw_hi=0.7, chin=0.12, eye_scale=1.12, eye_aspect=0.45,
+        eye_dy=-0.01, iris_x=0.55, iris_y=0.95, highlight=0.2, lash=0.014, brow_scale=0.8, nose_scale=1.15,
+        nose_mode="line", mouth_scale=0.9, ear_scale=1.1, ear_point=True, frame_w=0.012, outline=0.0,
+        soft=0.012, shading="smooth", shade_lo=0.50, post="fantasy",
+        skin=((0.82, 0.90, 0.96), (0.36, 0.30, 0.52)),
+        hair=((0.10, 0.08, 0.22), (0.46, 0.24, 0.36), (0.96, 0.92, 0.62), (0.88, 0.18, 0.42),
+              (0.88, 0.93, 1.00)),
+        eyes=((1.00, 0.62, 0.12), (0.28, 0.82, 1.00), (0.30, 1.00, 0.62), (0.86, 0.86, 0.98)),
+        bg=((0.22, 0.22, 0.30), (0.10, 0.18, 0.42), (0.07, 0.30, 0.28), (0.36, 0.28, 0.24),
+            (0.36, 0.14, 0.36)),
+        cloth=(0.26, 0.10, 0.36), lips=(0.60, 0.30, 0.62), sclera=(0.88, 0.94, 1.00), gold=(1.0, 0.85, 0.4),
+        lens_alpha=0.2),
+    "illustration": Look(
+        "illustration", head_a=0.92, head_b=1.02, eye_scale=0.92, eye_aspect=0.5, brow_scale=0.75,
+        lash=0.008, nose_scale=0.95, nose_mode="line", mouth_scale=0.92, lip_t=0.008, frame_w=0.010,
+        outline=0.014, outline_rgb=(0.36, 0.24, 0.22), soft=0.0, shading="flat", shade_lo=0.78,
+        post="illustration",
+        skin=((0.99, 0.87, 0.79), (0.58, 0.42, 0.34)),
+        hair=((0.22, 0.20, 0.24), (0.55, 0.38, 0.26), (0.95, 0.82, 0.55), (0.86, 0.42, 0.30),
+              (0.80, 0.80, 0.82)),
+        eyes=((0.50, 0.32, 0.20), (0.40, 0.60, 0.85), (0.40, 0.68, 0.45), (0.62, 0.64, 0.68)),
+        bg=((0.82, 0.82, 0.80), (0.68, 0.80, 0.90), (0.72, 0.86, 0.72), (0.96, 0.90, 0.78),
+            (0.98, 0.80, 0.82)),
+        cloth=(0.52, 0.62, 0.72), lips=(0.88, 0.52, 0.52), lens_alpha=0.12),
+    "impasto": Look(
+        "impasto", head_a=1.04, head_b=1.0, eye_scale=1.0, nose_scale=1.05, frame_w=0.018, lip_t=0.013,
+        soft=0.03, shading="smooth", shade_lo=0.40, post="impasto",
+        skin=((0.98, 0.78, 0.58), (0.42, 0.24, 0.12)),
+        hair=((0.12, 0.08, 0.06), (0.44, 0.24, 0.10), (0.92, 0.72, 0.36), (0.76, 0.28, 0.08),
+              (0.78, 0.74, 0.68)),
+        eyes=((0.40, 0.22, 0.06), (0.28, 0.44, 0.66), (0.30, 0.52, 0.26), (0.56, 0.56, 0.54)),
+        bg=((0.56, 0.52, 0.46), (0.36, 0.46, 0.58), (0.44, 0.54, 0.34), (0.82, 0.66, 0.44),
+            (0.80, 0.52, 0.48)),
+        cloth=(0.34, 0.20, 0.12), lips=(0.76, 0.30, 0.24), sclera=(0.94, 0.90, 0.80)),
+}
+
+_DOMAIN_SALT = {name: i + 1 for i, name in enumerate(LOOKS)}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _t(rgb, n: int | None = None) -> torch.Tensor:
+    t = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1)
+    return t if n is None else t.expand(n, 3, 1, 1)
+
+
+def _pick(palette, codes: torch.Tensor) -> torch.Tensor:
+    """Palette rows for integer codes [N] -> [N, 3, 1, 1]."""
+    pal = torch.tensor(palette, dtype=torch.float32)
+    return pal[codes.long().clamp(0, len(palette) - 1)].view(-1, 3, 1, 1)
+
+
+def _ellipse(u, v, a, b):
+    """Approximate signed distance to an axis-aligned ellipse (radial distance, exact for circles)."""
+    r = torch.sqrt(u * u + v * v + 1e-12)
+    k = torch.sqrt((u / a) ** 2 + (v / b) ** 2 + 1e-12)
+    return r * (1 - 1 / k)
+
+
+def _circle(u, v, r):
+    return torch.sqrt(u * u + v * v + 1e-12) - r
+
+
+def _box(u, v, hx, hy, r):
+    """Rounded box with half sizes hx, hy and corner radius r."""
+    qx = u.abs() - hx + r
+    qy = v.abs() - hy + r
+    outside = torch.sqrt(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2 + 1e-12)
+    return outside + torch.maximum(qx, qy).clamp(max=0) - r
+
+
+def _segment(u, v, x0, y0, x1, y1, r):
+    """Capsule around the segment (x0, y0)-(x1, y1) with radius r."""
+    dx, dy = x1 - x0, y1 - y0
+    px, py = u - x0, v - y0
+    h = ((px * dx + py * dy) / (dx * dx + dy * dy + 1e-9)).clamp(0, 1)
+    return torch.sqrt((px - h * dx) ** 2 + (py - h * dy) ** 2 + 1e-12) - r
+
+
+def _hash_lattice(seed: int, idx: torch.Tensor, h: int, w: int, salt: int) -> torch.Tensor:
+    """Uniform [0, 1) values on an h x w lattice per image, a pure function of (seed, image index, cell, salt)."""
+    m = 0xFFFFFFFF
+    iy = torch.arange(h, dtype=torch.int64).view(1, h, 1)
+    ix = torch.arange(w, dtype=torch.int64).view(1, 1, w)
+    k = idx.to(torch.int64).view(-1, 1, 1)
+    base = ((int(seed) & m) * 0x2C9277B5 + (salt & 0xFFFF) * 0x1B873593 + 0x68E31DA4) & m
+    x = (ix * 0x27D4EB2D + iy * 0x165667B1 + ((k * 0x3C6EF35F) & m) + base) & m
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & m
+    x = ((x ^ (x >> 12)) * 0x297A2D39) & m
+    x = ((x ^ (x >> 15)) * 0x1B873593) & m
+    x = x ^ (x >> 16)
+    return x.to(torch.float32) / 4294967296.0
+
+
+def _noise(seed, idx, size, cells_h, cells_w, salt, mode="bilinear") -> torch.Tensor:
+    """Smooth value noise [N, 1, size, size] in [0, 1] from a cells_h x cells_w lattice (resolution-free)."""
+    lat = _hash_lattice(seed, idx, cells_h, cells_w, salt).unsqueeze(1)
+    if mode == "nearest":
+        return F.interpolate(lat, size=(size, size), mode="nearest")
+    return F.interpolate(lat, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _blur(img: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    if sigma_px < 0.3:
+        return img
+    rad = max(1, int(math.ceil(2.5 * sigma_px)))
+    x = torch.arange(-rad, rad + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    k = k / k.sum()
+    c = img.shape[1]
+    img = F.conv2d(F.pad(img, (rad, rad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
+                   groups=c)
+    return F.conv2d(F.pad(img, (0, 0, rad, rad), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1),
+                    groups=c)
+
+
+# --------------------------------------------------------------------------------------------- renderer
+def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.Tensor) -> torch.Tensor:
+    n = c.shape[0]
+    P = {f.name: c[:, i].view(n, 1, 1) for i, f in enumerate(FACTORS)}
+    pw = 2.0 / size / _ZOOM  # pixel width in world units
+    edge = max(pw, look.soft)
+
+    def cov(d, w=edge):
+        return (0.5 - d / w).clamp(0, 1)
+
+    def fill(img, alpha, color):
+        return img + (color - img) * alpha.unsqueeze(1)
+
+    ol = look.outline
+    ol_rgb = _t(look.outline_rgb)
+
+    def outline(img, d, width=None, alpha=1.0):
+        if ol <= 0:
+            return img
+        w = ol if width is None else width
+        return fill(img, cov(d.abs() - 0.5 * w, max(pw, 0.6 * pw)) * alpha, ol_rgb)
+
+    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    Xi = lin.view(1, 1, size)  # image coordinates in [-1, 1] (textures, gradients)
+    Yi = lin.view(1, size, 1)
+    X, Y = Xi / _ZOOM, Yi / _ZOOM  # world coordinates (geometry)
+
+    # ---- per-image parameters ([N,1,1])
+    cx, cy = 0.0, -0.075
+    tilt = (P["tilt"] - 0.5) * 0.6
+    ct, st = torch.cos(tilt), torch.sin(tilt)
+    u = ct * (X - cx) + st * (Y - cy)
+    v = -st * (X - cx) + ct * (Y - cy)
+
+    phi = (P["yaw"] - 0.5) * 1.0
+    sphi, cphi = torch.sin(phi), torch.cos(phi)
+    a = (0.255 + 0.085 * P["face_width"]) * look.head_a
+    b = 0.35 * look.head_b
+    fu = 0.10 * a * sphi  # silhouette shift
+    jaw = look.jaw_lo + (look.jaw_hi - look.jaw_lo) * P["jaw"]
+
+    lx = (P["light"] - 0.5) * 2.0
+    Lx, Ly, Lz = lx * 0.85, torch.full_like(lx, -0.45), torch.full_like(lx, 0.75)
+    Ln = torch.sqrt(Lx * Lx + Ly * Ly + Lz * Lz)
+    Lx, Ly, Lz = Lx / Ln, Ly / Ln, Lz / Ln
+
+    skin = _t(look.skin[0]) * (1 - P["skin_tone"].unsqueeze(1)) + _t(look.skin[1]) * P["skin_tone"].unsqueeze(1)
+    hair_rgb = _pick(look.hair, P["hair_color"].flatten())
+    eye_rgb = _pick(look.eyes, P["eye_color"].flatten())
+    bg_rgb = _pick(look.bg, P["background"].flatten())
+    hstyle = P["hair_style"].round()
+    hlen = P["hair_length"]
+
+    def shade_of(nx, ny, inside_k):
+        nz = torch.sqrt((1 - nx * nx - ny * ny).clamp(min=0.02))
+        dot = (nx * Lx + ny * Ly + nz * Lz).clamp(min=0)
+        if look.shading == "smooth":
+            s = look.shade_lo + (1.08 - look.shade_lo) * dot
+        elif look.shading == "cel":
+            s = look.shade_lo + (1 - look.shade_lo) * ((dot - 0.42) / 0.04).clamp(0, 1)
+        else:  # flat
+            s = look.shade_lo + (1 - look.shade_lo) * ((dot - 0.42) / 0.10).clamp(0, 1)
+        return s, dot
+
+    # ---- face shape (superellipse lower half, tapering jaw)
+    fx = u - fu
+    vn = (v / b).clamp(min=0)
+    taper = 1 - ((1 - jaw) * 0.32 + look.chin) * vn * vn
+    a_eff = a * taper.clamp(min=0.25)
+    nexp = 2 + 1.6 * jaw * (v > 0).float()
+    xn, yn = fx / a_eff, v / b
+    kf = ((xn.abs() + 1e-6) ** nexp + (yn.abs() + 1e-6) ** nexp) ** (1 / nexp)
+    rf = torch.sqrt(fx * fx + v * v + 1e-12)
+    d_face = rf * (1 - 1 / kf)
+    face_shade, face_dot = shade_of(xn.clamp(-1, 1), yn.clamp(-1, 1), kf)
+
+    # ---- eyes (positions on a cylinder: x = R sin(theta + yaw))
+    es = (0.72 + 0.56 * P["eye_size"]) * look.eye_scale
+    theta_e = (0.42 + 0.26 * P["eye_spacing"]) * 1.0
+    ev = -0.035 + look.eye_dy
+    ex0 = 0.050 * es
+    ey = ex0 * look.eye_aspect
+    eyes = []
+    for s in (-1.0, 1.0):
+        ang = s * theta_e + phi
+        eu = fu + a * 0.95 * look.eye_spread * torch.sin(ang)
+        fore = (torch.cos(ang) / torch.cos(theta_e)).clamp(0.25, 1.3)
+        eyes.append((eu, ex0 * fore, fore, s))
+
+    # ---- nose and mouth anchors
+    nose_len = (0.055 + 0.06 * P["nose_size"]) * look.nose_scale
+    nose_w = (0.020 + 0.018 * P["nose_size"]) * look.nose_scale
+    nu = fu + a * 1.02 * sphi
+    nv = ev + 0.025 + nose_len
+    mu = fu + a * 0.97 * sphi
+    mv = ev + 0.19 * look.head_b + 0.025 * P["nose_size"] + look.mouth_dy
+    mw = (0.045 + 0.045 * P["mouth_width"]) * look.mouth_scale * cphi
+    smile = P["smile"]
+    kcurve = (smile - 0.32) * 0.075 * look.mouth_scale
+    opening = (smile - 0.62).clamp(min=0) * 0.13 * look.mouth_scale
+    mxn = (u - mu) / mw
+    inside = (1 - mxn * mxn).clamp(min=0)
+    yc = mv + kcurve * (0.5 - mxn * mxn)
+    ym = yc + 0.5 * opening * inside
+    sq = torch.sqrt(inside)
+    d_mouth = torch.maximum((v - ym).abs() - (look.lip_t + 0.5 * opening) * sq - 0.002, (u - mu).abs() - mw)
+    d_inner = torch.maximum((v - ym).abs() - 0.5 * opening * sq, (u - mu).abs() - 0.9 * mw)
+
+    # ---- hair parameters per style: short / long / bun / bald
+    is_short, is_long, is_bun, is_bald = [(hstyle == k).float() for k in range(4)]
+    hu = fu * 0.4
+    cap_a = a * (1.07 + 0.07 * hlen * is_short + 0.03 * is_long - 0.03 * is_bun)
+    cap_b = b * (1.04 + 0.09 * hlen * is_short + 0.04 * is_long - 0.02 * is_bun)
+    cap_v = -0.035 * look.head_b
+    hl0 = (-b * (0.58 - 0.22 * hlen) * is_short - b * 0.40 * is_long - b * 0.66 * is_bun - 9.0 * is_bald)
+    side_drop = b * (0.55 * is_short + 1.45 * is_long + 0.50 * is_bun)
+    side_start = 0.62 * is_short + 0.64 * is_long + 0.70 * is_bun + 1.0 * is_bald
+    part = 0.10 * b * (is_short + is_long)
+    rel = ((u - hu) / a)
+    hairline = hl0 + part * rel + side_drop * ((rel.abs() - side_start) / (1.0 - side_start + 1e-3)).clamp(0, 1)
+    d_cap = _ellipse(u - hu, v - cap_v, cap_a, cap_b)
+    d_front = torch.maximum(d_cap, v - hairline)
+    hair_shade, hair_dot = shade_of(((u - hu) / cap_a).clamp(-1, 1), ((v - cap_v) / cap_b).clamp(-1, 1), None)
+
+    long_len = b * (0.35 + 1.5 * hlen)
+    back_u = hu - 0.6 * fu
+    d_long = torch.minimum(
+        _ellipse(u - back_u, v - cap_v, a * 1.24, b * 1.12),
+        _box(u - back_u, v - 0.5 * long_len, a * (1.22 + 0.1 * hlen), 0.5 * long_len, 0.07))
+    bun_r = 0.06 + 0.06 * hlen
+    d_bun = _circle(u - hu, v - (cap_v - cap_b - bun_r * 0.45), bun_r)
+    tuft_a, tuft_b = 0.035 + 0.03 * hlen, 0.06 + 0.035 * hlen
+    d_tuft = torch.minimum(_ellipse(u - (fu - a * 0.97), v + 0.05, tuft_a, tuft_b),
+                           _ellipse(u - (fu + a * 0.97), v + 0.05, tuft_a, tuft_b))
+    big = torch.full_like(d_long, 9.0)
+    d_back = torch.where(is_long > 0, d_long, torch.where(is_bun > 0, d_bun, torch.where(is_bald > 0, d_tuft, big)))
+
+    # ---- ears
+    ears = []
+    for s in (-1.0, 1.0):
+        eu_ = fu + s * a * 0.96 - 0.30 * a * sphi
+        vis = (1 - 0.7 * s * sphi).clamp(0.3, 1.6)
+        ear_v = ev + 0.045
+        if look.ear_point:
+            ang = s * 0.55
+            du, dv = u - (eu_ + s * 0.045), v - (ear_v - 0.045)
+            ru = torch.cos(torch.tensor(ang)) * du - torch.sin(torch.tensor(ang)) * dv
+            rv = torch.sin(torch.tensor(ang)) * du + torch.cos(torch.tensor(ang)) * dv
+            d_ear = _ellipse(ru, rv, 0.034 * vis * look.ear_scale, 0.12 * look.ear_scale)
+            lobe_v = ear_v + 0.03
+        else:
+            d_ear = _ellipse(u - eu_, v - ear_v, 0.038 * vis * look.ear_scale, 0.068 * look.ear_scale)
+            lobe_v = ear_v + 0.068 * look.ear_scale
+        ears.append((d_ear, eu_, lobe_v, vis, s))
+
+    # ================================================================ paint
+    img = bg_rgb.expand(n, 3, size, size).clone() if False else bg_rgb * torch.ones(1, 1, size, size)
+    grad = 1.0 + 0.16 * lx * Xi - 0.06 * Yi  # brighter on the lit side
+    if look.post == "real":
+        vig = 1.0 - 0.16 * (Xi * Xi + Yi * Yi)
+        img = img * (grad * vig).unsqueeze(1)
+    elif look.post == "fantasy":
+        glow = torch.exp(-torch.clamp(torch.minimum(d_face, d_cap), min=0) / 0.16)
+        img = img * grad.unsqueeze(1) + _t((0.35, 0.75, 0.85)) * (0.45 * glow).unsqueeze(1)
+    else:
+        img = img * grad.unsqueeze(1)
+
+    # hair back
+    hair_col = hair_rgb * hair_shade.unsqueeze(1)
+    img = fill(img, cov(d_back), hair_col * 0.82)
+    img = outline(img, d_back)
+
+    # shoulders (image frame) and neck (head frame)
+    d_sh = _ellipse(X - 0.0, Y - 0.76, 0.62, 0.30)
+    cloth = _t(look.cloth) * (0.9 + 0.15 * lx * X).unsqueeze(1)
+    neck_u = fu * 0.3
+    d_neck = _box(u - neck_u, v - (b * 0.9 + 0.2), a * 0.44, 0.3, 0.02)
+    neck_shade = (0.62 + 0.38 * ((v - b * 0.75) / 0.3).clamp(0, 1)) if look.shading == "smooth" else \
+        torch.full_like(v, look.shade_lo)
+    img = fill(img, cov(d_neck), skin * neck_shade.unsqueeze(1))
+    img = outline(img, d_neck)
+    img = fill(img, cov(d_sh), cloth)
+    img = outline(img, d_sh)
+
+    # ears then earrings hang from the lobes (drawn before the face so the face occludes the far ones)
+    for d_ear, eu_, lobe_v, vis, s in ears:
+        if look.shading == "smooth":
+            ear_col = skin * (0.78 + 0.25 * (s * lx).clamp(min=0)).unsqueeze(1)
+        else:
+            ear_col = skin * (look.shade_lo + (1 - look.shade_lo) * (s * lx > 0.2).float()).unsqueeze(1)
+        img = fill(img, cov(d_ear), ear_col)
+        img = outline(img, d_ear)
+
+    # face
+    face_col = skin * face_shade.unsqueeze(1)
+    img = fill(img, cov(d_face), face_col)
+    img = outline(img, d_face)
+    face_cov = cov(d_face)
+
+    # earrings: gold rings under the lobes, hidden behind the face on the far side
+    earring = P["earrings"]
+    for d_ear, eu_, lobe_v, vis, s in ears:
+        ru = eu_ + s * 0.012
+        rr = 0.024
+        d_ring = _circle(u - ru, v - (lobe_v + rr * 0.9), rr).abs() - 0.0075 * (1 + 0.4 * (ol > 0))
+        hide = face_cov * (s * sphi * 6).clamp(0, 1)
+        alpha = cov(d_ring, pw) * earring * (1 - hide)
+        img = fill(img, alpha, _t(look.gold))
+
+    # blush (anime)
+    if look.blush > 0:
+        for eu, exs, fore, s in eyes:
+            d_bl = _ellipse(u - eu, v - (ev + ey + 0.07), 0.06 * fore, 0.025)
+            img = fill(img, cov(d_bl, 0.04) * look.blush, _t((1.0, 0.55, 0.6)))
+
+    # eyes
+    gaze = 0.25 * sphi
+    eye_boxes = []
+    for eu, exs, fore, s in eyes:
+        d_scl = _ellipse(u - eu, v - ev, exs, ey)
+        img = fill(img, cov(d_scl), _t(look.sclera))
+        iu = eu + gaze * exs
+        rix, riy = exs * look.iris_x * 1.0, ey * look.iris_y
+        d_iris = torch.maximum(_ellipse(u - iu, v - ev, rix, riy), d_scl)
+        img = fill(img, cov(d_iris), eye_rgb)
+        if look.post == "anime":  # darker top of the iris, anime-style gradient
+            top = ((ev - v) / riy).clamp(0, 1)
+            img = fill(img, cov(d_iris) * 0.55 * top, eye_rgb * 0.35)
+        d_pupil = torch.maximum(_ellipse(u - iu, v - ev, rix * 0.45, riy * 0.45), d_scl)
+        img = fill(img, cov(d_pupil), _t((0.03, 0.03, 0.04)))
+        if look.highlight > 0:
+            hr = look.highlight * riy
+            d_hl = _circle(u - (iu - 0.35 * rix), v - (ev - 0.35 * riy), hr)
+            img = fill(img, cov(d_hl, max(pw, 0.5 * edge)), _t((1.0, 1.0, 1.0)))
+        if look.lash > 0:
+            lid = cov(d_scl.abs() - 0.5 * look.lash, max(pw, 0.5 * edge)) * (v < ev - 0.15 * ey).float()
+            img = fill(img, lid, _t((0.07, 0.05, 0.05)))
+        img = outline(img, d_scl, width=ol * 0.8)
+        eye_boxes.append((eu, exs, fore, s))
+
+    # brows
+    brow_r = (0.006 + 0.014 * P["brow_thickness"]) * look.brow_scale
+    brow_col = hair_rgb * 0.65 + 0.02
+    for eu, exs, fore, s in eyes:
+        bw = exs * 1.05
+        by = ev - ey - 0.032 - 0.2 * ey
+        d_brow = _segment(u, v + 0.25 * ((u - eu) / (bw + 1e-6)) ** 2 * 0.02,
+                          eu - bw, by, eu + bw, by + 0.0 * s, brow_r)
+        img = fill(img, cov(d_brow, max(pw, 0.6 * edge)), brow_col)
+
+    # nose
+    if look.nose_mode == "real":
+        side = -torch.sign(lx + 1e-6)  # shadow side of the nose
+        d_br = _segment(u, v, nu + side * nose_w * 0.8 - 0.6 * a * sphi * 0, ev + 0.01, nu + side * nose_w * 0.7,
+                        nv - 0.01, nose_w * 0.35)
+        img = fill(img, cov(d_br, 0.05) * 0.35, skin * 0.55)
+        d_tip = _ellipse(u - nu, v - (nv - 0.2 * nose_w), nose_w * 1.05, nose_w * 0.75)
+        img = fill(img, cov(d_tip, 0.035) * 0.45, skin * 1.08 + 0.03)
+        d_under = _ellipse(u - nu, v - (nv + 0.35 * nose_w), nose_w * 1.1, nose_w * 0.35)
+        img = fill(img, cov(d_under, 0.03) * 0.5, skin * 0.55)
+        for s in (-1.0, 1.0):
+            d_n = _ellipse(u - (nu + s * nose_w * 0.55 * cphi), v - (nv + 0.1 * nose_w), nose_w * 0.28,
+                           nose_w * 0.17)
+            img = fill(img, cov(d_n, max(pw, 0.012)) * 0.85, skin * 0.35)
+    elif look.nose_mode == "arc":
+        d_arc = _circle(u - nu, v - (nv - 0.5 * nose_w), nose_w).abs() - 0.5 * ol * 0.8
+        mask = (v > nv - 0.45 * nose_w).float()
+        img = fill(img, cov(d_arc, pw) * mask, ol_rgb)
+    elif look.nose_mode == "dot":
+        d_dot = _segment(u, v, nu, nv - 0.9 * nose_w, nu + 0.3 * nose_w, nv, 0.004 + 0.2 * nose_w)
+        img = fill(img, cov(d_dot, pw) * 0.8, skin * 0.62)
+    else:  # line: bridge line on the shadow side plus a small tip arc
+        side = -torch.sign(lx + 1e-6)
+        lw = 0.006 if ol <= 0 else 0.5 * ol
+        line_rgb = skin * 0.5 if ol <= 0 else ol_rgb
+        d_l = _segment(u, v, nu + side * nose_w * 0.6, ev + 0.02, nu + side * nose_w * 0.9, nv - 0.3 * nose_w, lw)
+        img = fill(img, cov(d_l, pw) * 0.7, line_rgb)
+        d_arc = _circle(u - nu, v - (nv - 0.6 * nose_w), nose_w * 0.9).abs() - lw
+        img = fill(img, cov(d_arc, pw) * (v > nv - 0.3 * nose_w).float() * 0.8, line_rgb)
+
+    # mouth
+    lips = skin * 0.45 + _t(look.lips) * 0.55
+    img = fill(img, cov(d_mouth, max(pw, 0.5 * edge)), lips)
+    img = fill(img, cov(d_inner, max(pw, 0.5 * edge)), _t((0.30, 0.08, 0.10)))
+    d_teeth = torch.maximum(d_inner, v - (ym - 0.1 * opening * sq))
+    img = fill(img, cov(d_teeth, pw) * (opening > 0.004).float(), _t((0.96, 0.94, 0.90)))
+    img = outline(img, d_mouth, width=ol * 0.7)
+
+    # beard (cheeks below the nose, moustache, chin), the mouth left free
+    beard = P["beard"]
+    rel_f = ((u - fu) / a)
+    beard_top = nv - 0.005 - 0.16 * b * rel_f * rel_f
+    d_beard = torch.maximum(d_face - 0.018, beard_top - v)
+    d_beard = torch.maximum(d_beard, -(d_mouth - 0.006))
+    beard_col = hair_rgb * 0.85 * hair_shade.unsqueeze(1) * 0.5 + hair_rgb * 0.5 * face_shade.unsqueeze(1)
+    if look.post in ("real", "impasto", "fantasy"):
+        stub = _noise(seed, idx, size, 40, 40, 11)
+        beard_alpha = cov(d_beard, max(edge, 0.03)) * (0.80 + 0.2 * stub.squeeze(1))
+    else:
+        beard_alpha = cov(d_beard)
+    img = fill(img, beard_alpha * beard, beard_col)
+    img = outline(img, d_beard, alpha=beard)
+
+    # hair front
+    if look.post == "real":  # soft shadow of the fringe on the forehead
+        d_sh = torch.maximum(d_cap, v - 0.03 - hairline)
+        img = fill(img, cov(d_sh, 0.06) * 0.35 * face_cov, skin * 0.45)
+    front_col = hair_col
+    if look.post == "anime":  # glossy band
+        kk = torch.sqrt(((u - hu) / cap_a) ** 2 + ((v - cap_v) / cap_b) ** 2)
+        band = ((0.06 - (kk - 0.78).abs()) / 0.02).clamp(0, 1) * (v < cap_v - 0.3 * cap_b).float()
+        front_col = hair_col + (1 - hair_col) * (0.45 * band).unsqueeze(1)
+    img = fill(img, cov(d_front), front_col)
+    img = outline(img, d_front)
+    img = outline(img, d_bun, alpha=is_bun)
+
+    # glasses
+    gl = P["glasses"].round()
+    has_gl = (gl > 0).float()
+    is_round, is_square = (gl == 1).float(), (gl == 2).float()
+    fw = look.frame_w
+    frames = []
+    for eu, exs, fore, s in eye_boxes:
+        gx = exs + 0.024 * fore
+        gy = ey + 0.026
+        d_r = _ellipse(u - eu, v - ev, gx, torch.maximum(gy, 0.85 * gx))
+        d_s = _box(u - eu, v - ev, gx, gy * 0.95, 0.014)
+        d_g = torch.where(is_round > 0, d_r, d_s)
+        frames.append((d_g, eu, gx))
+    lens = torch.minimum(frames[0][0], frames[1][0])
+    img = fill(img, cov(lens) * look.lens_alpha * has_gl, _t((0.85, 0.92, 1.0)))
+    (d_l, eu_l, gx_l), (d_r, eu_r, gx_r) = frames
+    d_bridge = _segment(u, v, eu_l + gx_l, ev - 0.012, eu_r - gx_r, ev - 0.012, 0.5 * fw)
+    d_frame = torch.minimum(torch.minimum(d_l.abs() - 0.5 * fw, d_r.abs() - 0.5 * fw), d_bridge)
+    img = fill(img, cov(d_frame, max(pw, 0.5 * edge)) * has_gl, _t(look.frame))
+
+    # ================================================================ treatments
+    img = _post(img, look, P, seed, idx, size, Xi, Yi, lx, face_dot, hair_dot, d_face, d_front, d_back)
+    return img.clamp(0, 1) * 2 - 1
+
+
+def _post(img, look, P, seed, idx, size, X, Y, lx, face_dot, hair_dot, d_face, d_front, d_back):
+    salt = _DOMAIN_SALT[look.name] * 100
+    if look.post == "real":
+        grain = _noise(seed, idx, size, 48, 48, salt + 1) - 0.5
+        blotch = _noise(seed, idx, size, 10, 10, salt + 2) - 0.5
+        img = img * (1 + 0.07 * grain + 0.05 * blotch)
+        img = _blur(img, 0.4 * size / 64)
+    elif look.post == "cartoon":
+        pass
+    elif look.post == "anime":
+        img = _blur(img, 0.25 * size / 64)
+    elif look.post == "fantasy":
+        t = ((X - Y + 2) / 4).unsqueeze(1)
+        tint = _t((0.10, 0.80, 0.78)) * (1 - t) + _t((0.62, 0.22, 0.92)) * t
+        img = img * 0.88 + tint * 0.14
+        cells = 9
+        lat = _hash_lattice(seed, idx, cells, cells, salt + 3)
+        lat2 = _hash_lattice(seed, idx, cells, cells, salt + 4)
+        lat3 = _hash_lattice(seed, idx, cells, cells, salt + 5)
+        up = F.interpolate(torch.stack([lat, lat2, lat3], 1), size=(size, size), mode="nearest")
+        gx = ((X + 1) / 2 * cells) % 1.0
+        gy = ((Y + 1) / 2 * cells) % 1.0
+        dx = (gx - (0.2 + 0.6 * up[:, 0])).abs()
+        dy = (gy - (0.2 + 0.6 * up[:, 1])).abs()
+        star = (1 - (dx + dy) / 0.16).clamp(min=0) ** 2 + (1 - (dx * 6 + dy) / 0.3).clamp(min=0) \
+            + (1 - (dx + dy * 6) / 0.3).clamp(min=0)
+        star = star * (up[:, 2] > 0.62).float()
+        img = img + _t((0.85, 0.95, 1.0)) * star.clamp(0, 1).unsqueeze(1) * 0.9
+        img = _blur(img, 0.35 * size / 64)
+    elif look.post == "illustration":
+        paper = _t((0.99, 0.97, 0.93))
+        img = img * 0.78 + paper * 0.22
+        stripes = (torch.sin((X + Y) * math.pi * 2 * 11) > 0.2).float()
+        shadow_face = (face_dot < 0.42).float() * (d_face < 0).float()
+        shadow_hair = (hair_dot < 0.42).float() * ((d_front < 0) | (d_back < 0)).float() * (d_face >= 0).float()
+        mask = torch.clamp(shadow_face + shadow_hair, 0, 1)
+        img = img * (1 - 0.11 * (stripes * mask).unsqueeze(1))
+    elif look.post == "impasto":
+        k = max(1, size // 16)
+        coarse = F.avg_pool2d(img, k, k)
+        coarse = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+        img = 0.6 * img + 0.4 * coarse
+        levels = 7.0
+        img = 0.45 * img + 0.55 * torch.round(img * levels) / levels
+        # directional brush strokes: anisotropic value noise sampled along a slanted axis
+        ang = 0.7
+        lat = _hash_lattice(seed, idx, 26, 6, salt + 6).unsqueeze(1)
+        lat_b = _hash_lattice(seed, idx, 18, 4, salt + 7).unsqueeze(1)
+        ca, sa = math.cos(ang), math.sin(ang)
+        gx = (X * ca + Y * sa) / 1.42
+        gy = (-X * sa + Y * ca) / 1.42
+        grid = torch.stack([gx.expand(1, size, size), gy.expand(1, size, size)], -1).expand(img.shape[0], -1, -1, -1)
+        s1 = F.grid_sample(lat, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        grid2 = torch.stack([gy.expand(1, size, size), -gx.expand(1, size, size)], -1).expand(img.shape[0], -1, -1,
+                                                                                                 -1)
+        s2 = F.grid_sample(lat_b, grid2, mode="bilinear", padding_mode="reflection", align_corners=False)
+        strokes = 0.6 * s1 + 0.4 * s2 - 0.5
+        img = img * (1 + 0.32 * strokes)
+        img = img * _t((1.06, 0.99, 0.84)) + _t((0.03, 0.01, 0.0))
+        img = _blur(img, 0.3 * size / 64)
+    return img
+
+
+def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: int | None = None) -> torch.Tensor:
+    """Render content vectors ``[N, F]`` as ``[N, 3, size, size]`` float images in [-1, 1].
+
+    ``domain`` is one of ``DOMAINS``; deterministic for (content, domain, size, seed): per-image texture noise
+    is derived from ``seed`` (None means 0) and the image's index in ``content``. Works for any size >= 8.
+    """
+    check_domain(domain)
+    if content.dim() == 1:
+        content = content.unsqueeze(0)
+    if content.dim() != 2 or content.shape[1] != NUM_FACTORS:
+        raise ValueError(f"content must be [N, {NUM_FACTORS}], got shape {tuple(content.shape)}")
+    size = int(size)
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    seed = 0 if seed is None else int(seed)
+    look = LOOKS[domain]
+    c = content.detach().to(device="cpu", dtype=torch.float32)
+    n = c.shape[0]
+    chunk = max(1, _PIXEL_BUDGET // (size * size))
+    out = torch.empty(n, 3, size, size)
+    with torch.no_grad():
+        for s in range(0, n, chunk):
+            idx = torch.arange(s, min(n, s + chunk))
+            out[s:s + len(idx)] = _render_chunk(c[s:s + len(idx)], look, size, seed, idx)
+    return out.to(content.device) if content.device.type != "cpu" else out
