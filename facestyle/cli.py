@@ -29,7 +29,7 @@ def cmd_hub(args) -> int:
     from . import hub
 
     if args.action == "list":
-        hub.print_entries(profile=args.profile)
+        print(hub.format_entries(hub.list_entries(profile=args.profile)))
     elif args.action == "path":
         print(hub.resolve(args.name, download=False))
     elif args.action == "verify":

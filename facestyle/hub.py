@@ -1259,3 +1259,28 @@ def _tupled(x):
     if x is None:
         return None
     return tuple(tuple(int(v) for v in b) for b in x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the mini world's judges (facestyle's own checkpoints)
+# --------------------------------------------------------------------------------------------------------------
+
+def load_oracle(name_or_path: str | os.PathLike = "mini-oracle", device: Any = "auto") -> nn.Module:
+    """The mini world's evaluation oracle (factor + domain predictor); never used as a training loss."""
+    from .nn.judges import Oracle
+
+    ck = load_facestyle_checkpoint(name_or_path, kind="oracle")
+    cfg = ck["config"]
+    model = Oracle([tuple(k) for k in cfg["factor_kinds"]], n_domains=cfg["n_domains"], input_size=cfg["size"])
+    model.load_state_dict(_check_state_dict(model, ck["state_dict"], ck["path"], "mini oracle"))
+    return _finish(model, get_device(device), False)
+
+
+def load_identity(name_or_path: str | os.PathLike = "mini-identity", device: Any = "auto") -> nn.Module:
+    """The mini profile's identity network (unit-norm embedding; the role facenet plays in ffhq)."""
+    from .nn.judges import IdentityNet
+
+    ck = load_facestyle_checkpoint(name_or_path, kind="identity")
+    model = IdentityNet(input_size=ck["config"]["size"])
+    model.load_state_dict(_check_state_dict(model, ck["state_dict"], ck["path"], "mini identity network"))
+    return _finish(model, get_device(device), False)

@@ -59,18 +59,20 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0)) -
     else:
         raise ValueError(f"pad must have 2 or 4 entries, got {pad!r}")
 
-    b, c, h, w = x.shape
+    c = x.shape[1]
     kh, kw = kernel.shape
     if up_x > 1 or up_y > 1:
-        # Zero insertion; a strided write is cheaper than the reference's pad-and-reshape trick.
-        z = x.new_zeros(b, c, h * up_y, w * up_x)
-        z[:, :, ::up_y, ::up_x] = x
-        x = z
+        # Zero insertion followed by a true convolution with k is a stride-`up` transposed convolution with the
+        # unflipped k; it skips the multiplications by inserted zeros. Its full output starts K-1 samples before
+        # the padded signal, so the requested padding becomes a pad/crop of (p0 - K + 1, p1 + up - K).
+        weight = kernel.to(dtype=x.dtype, device=x.device).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+        out = F.conv_transpose2d(x, weight, stride=(up_y, up_x), groups=c)
+        out = F.pad(out, [px0 - kw + 1, px1 + up_x - kw, py0 - kh + 1, py1 + up_y - kh])
+        return out[:, :, ::down_y, ::down_x] if (down_x > 1 or down_y > 1) else out
 
     # F.pad accepts negative amounts and crops, which is exactly the reference's convention.
     if px0 or px1 or py0 or py1:
         x = F.pad(x, [px0, px1, py0, py1])
-
     weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
     weight = weight.view(1, 1, kh, kw).expand(c, 1, kh, kw)
     # A strided depthwise convolution computes only the kept samples instead of filtering then subsampling.

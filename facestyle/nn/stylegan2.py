@@ -168,7 +168,10 @@ class ConstantInput(nn.Module):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channel, size, size))
 
-    def forward(self, batch: int) -> torch.Tensor:
+    def forward(self, batch: int | torch.Tensor) -> torch.Tensor:
+        # The reference passes the latent tensor and only reads its batch size; accept either.
+        if torch.is_tensor(batch):
+            batch = batch.shape[0]
         return self.input.expand(batch, -1, -1, -1)
 
 

@@ -114,15 +114,11 @@ def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
 
 
 def export(psp: PSP, cfg: EncoderTrainConfig, path, meta: dict | None = None) -> None:
-    """Ship the encoder in pSp's own checkpoint layout ({state_dict, opts, latent_avg}), half precision."""
-    from ..hub import save_checkpoint
+    """Ship the encoder half precision; the decoder is referenced by name, not duplicated."""
+    from ..hub import save_psp_checkpoint
 
-    prof = get_profile(cfg.profile)
-    save_checkpoint(resolve_path(path), kind="encoder", half=True,
-                    config={"kind": cfg.kind, "encoder": asdict(prof.encoder), "n_styles": psp.n_styles,
-                            "style_dim": psp.decoder.style_dim, "generator": cfg.generator},
-                    state_dict=psp.encoder.state_dict(),
-                    meta={"train_config": asdict(cfg), "latent_avg": psp.latent_avg.cpu(), **(meta or {})})
+    save_psp_checkpoint(resolve_path(path), psp, kind=cfg.kind, encoder_config=get_profile(cfg.profile).encoder,
+                        half=True, decoder_ckpt=cfg.generator, meta={"train_config": asdict(cfg), **(meta or {})})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -201,8 +201,8 @@ def save_samples(g, z, path, size):
 
 
 def export_generator(state_path, out_path, profile="mini"):
-    """Write the shippable half-precision G_ema (+D) in facestyle's checkpoint format, with latent_avg."""
-    from ..hub import save_checkpoint
+    """Write the shippable half-precision G_ema (+D, +latent_avg) in facestyle's checkpoint format."""
+    from ..hub import save_generator_checkpoint
 
     state = torch.load(resolve_path(state_path), map_location="cpu", weights_only=True)
     g, d = build_models(profile)
@@ -210,11 +210,9 @@ def export_generator(state_path, out_path, profile="mini"):
     d.load_state_dict({k: v.float() for k, v in state["d"].items()})
     with torch.no_grad():
         latent_avg = g.mean_latent(4096)
-    gc = get_profile(profile).generator
-    save_checkpoint(resolve_path(out_path), kind="stylegan2", half=True,
-                    config=asdict(gc), state_dict={"g_ema": g.state_dict(), "d": d.state_dict()},
-                    latent_avg=latent_avg.reshape(-1),
-                    meta={"step": state["step"], "wall_s": state.get("wall_s"), "train_config": state.get("config")})
+    save_generator_checkpoint(resolve_path(out_path), g, latent_avg=latent_avg, d=d, half=True,
+                              meta={"step": state["step"], "wall_s": state.get("wall_s"),
+                                    "train_config": state.get("config")})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
