@@ -109,7 +109,8 @@ PROFILES = {
         identity_ckpt="mini-identity",
         style_generator_ckpt="mini-style-{style}",
         loss_size=64,
-        mix_layers=(2, 4, 6, 8),  # 18-layer levels 3/6/9/12 scaled to the 10 rows of a 64 px generator
+        mix_layers=(2, 3, 5, 7),  # the paper's 3/6/9/12 of 18 rows at the same relative depth of 10 rows
+                                  # (facestyle.method.latents.scale_mix_layer)
     ),
     "ffhq": Profile(
         name="ffhq",

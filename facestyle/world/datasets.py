@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import PAPER_STYLE_SET_SIZES, STYLES, check_style
-from .content import DOMAINS, FACTORS, STYLE_BIAS, base_content, check_domain, factor_index, sample_content
+from .content import DOMAINS, STYLE_BIAS, base_content, check_domain, factor_index, sample_content
 from .render import render
 
 # Fixed per-style seeds, so ``style_dataset(style)`` is the same set everywhere.
@@ -59,4 +59,4 @@ def vary_factor(name: str, values, base: torch.Tensor | None = None) -> torch.Te
     return c
 
 
-__all__ = ["style_dataset", "domain_batch", "vary_factor", "STYLE_SEEDS", "FACTORS"]
+__all__ = ["style_dataset", "domain_batch", "vary_factor", "STYLE_SEEDS"]

@@ -5,7 +5,8 @@ once; coverage is ``clamp(0.5 - sdf / edge, 0, 1)`` with ``edge`` the pixel widt
 softness), so any output size renders anti-aliased. Layers are composited back to front: background, hair
 back, shoulders and neck, ears, face, earrings, eyes, brows, nose, mouth, beard, hair front, glasses.
 
-Geometry lives in world units: the image spans [-1, 1] on both axes (y down). The head is drawn in a frame
+Geometry lives in world units: the image spans [-1/_ZOOM, 1/_ZOOM] on both axes (y down; textures and
+gradients use image coordinates in [-1, 1]). The head is drawn in a frame
 rotated by the head tilt around the face centre; yaw moves features on a cylinder (x = R sin(theta + yaw))
 so the far side narrows and the near ear shows.
 
@@ -18,12 +19,14 @@ sparkles), illustration (pastel flat colour, hatching in shadow, thin lines), im
 directional brush strokes, warm palette).
 
 Texture noise is a hash of (seed, image index, lattice cell), so a render is deterministic for a seed and
-independent of how the batch is chunked.
+independent of how the batch is chunked. Small features (eyes, brows, glasses; nose, mouth, beard) are drawn
+only inside pixel windows that cover them for every image of a chunk, which keeps 10k portraits at 64 px well
+under a minute on two CPU cores.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +53,8 @@ class Look:
     eye_aspect: float = 0.52  # eye height / width
     eye_spread: float = 1.0
     eye_dy: float = 0.0
-    iris_x: float = 0.50  # iris half-width / eye half-width
-    iris_y: float = 0.95  # iris half-height / eye half-height
+    iris_x: float = 0.58  # iris half-width / eye half-width
+    iris_y: float = 1.00  # iris half-height / eye half-height
     highlight: float = 0.25  # eye highlight radius relative to the iris (0: none)
     lash: float = 0.010  # upper lid line width
     brow_scale: float = 1.0
@@ -59,7 +62,7 @@ class Look:
     nose_mode: str = "real"  # real | arc | line | dot
     mouth_scale: float = 1.0
     mouth_dy: float = 0.0
-    lip_t: float = 0.011
+    lip_t: float = 0.015
     ear_scale: float = 1.0
     ear_point: bool = False
     frame_w: float = 0.013  # glasses frame width
@@ -117,8 +120,8 @@ LOOKS: dict[str, Look] = {
         "fantasy", head_a=0.90, head_b=1.16, jaw_lo=0.0, jaw_hi=0.7, chin=0.12, eye_scale=1.12, eye_aspect=0.45,
         eye_dy=-0.01, iris_x=0.55, iris_y=0.95, highlight=0.2, lash=0.014, brow_scale=0.8, nose_scale=1.15,
         nose_mode="line", mouth_scale=0.9, ear_scale=1.1, ear_point=True, frame_w=0.012, outline=0.0,
-        soft=0.012, shading="smooth", shade_lo=0.50, post="fantasy",
-        skin=((0.82, 0.90, 0.96), (0.36, 0.30, 0.52)),
+        soft=0.012, shading="smooth", shade_lo=0.66, post="fantasy",
+        skin=((0.86, 0.93, 0.98), (0.44, 0.38, 0.62)),
         hair=((0.10, 0.08, 0.22), (0.46, 0.24, 0.36), (0.96, 0.92, 0.62), (0.88, 0.18, 0.42),
               (0.88, 0.93, 1.00)),
         eyes=((1.00, 0.62, 0.12), (0.28, 0.82, 1.00), (0.30, 1.00, 0.62), (0.86, 0.86, 0.98)),
@@ -135,8 +138,8 @@ LOOKS: dict[str, Look] = {
         hair=((0.22, 0.20, 0.24), (0.55, 0.38, 0.26), (0.95, 0.82, 0.55), (0.86, 0.42, 0.30),
               (0.80, 0.80, 0.82)),
         eyes=((0.50, 0.32, 0.20), (0.40, 0.60, 0.85), (0.40, 0.68, 0.45), (0.62, 0.64, 0.68)),
-        bg=((0.82, 0.82, 0.80), (0.68, 0.80, 0.90), (0.72, 0.86, 0.72), (0.96, 0.90, 0.78),
-            (0.98, 0.80, 0.82)),
+        bg=((0.80, 0.80, 0.78), (0.60, 0.76, 0.92), (0.64, 0.84, 0.62), (0.96, 0.89, 0.74),
+            (0.98, 0.76, 0.80)),
         cloth=(0.52, 0.62, 0.72), lips=(0.88, 0.52, 0.52), lens_alpha=0.12),
     "impasto": Look(
         "impasto", head_a=1.04, head_b=1.0, eye_scale=1.0, nose_scale=1.05, frame_w=0.018, lip_t=0.013,
@@ -342,7 +345,7 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     es = (0.72 + 0.56 * P["eye_size"]) * look.eye_scale
     theta_e = 0.42 + 0.26 * P["eye_spacing"]
     ev = -0.035 + look.eye_dy
-    ex0 = 0.050 * es
+    ex0 = 0.054 * es
     ey = ex0 * look.eye_aspect
     side = {}
     for s in (-1.0, 1.0):
@@ -359,9 +362,9 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     nv = ev + 0.025 + nose_len
     mu = fu + a * 0.97 * sphi
     mv = ev + 0.19 * look.head_b + 0.025 * P["nose_size"] + look.mouth_dy
-    mw = (0.045 + 0.045 * P["mouth_width"]) * look.mouth_scale * cphi
+    mw = (0.048 + 0.064 * P["mouth_width"]) * look.mouth_scale * cphi
     smile = P["smile"]
-    kcurve = (smile - 0.32) * 0.075 * look.mouth_scale
+    kcurve = (smile - 0.32) * 0.10 * look.mouth_scale
     opening = (smile - 0.62).clamp(min=0) * 0.13 * look.mouth_scale
 
     # ---- hair: front cap with a per-style hairline; back shape (long / bun / bald tufts) as one SDF
@@ -375,7 +378,10 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     side_start = 0.62 * is_short + 0.64 * is_long + 0.70 * is_bun + 1.0 * is_bald
     part = 0.10 * b * (is_short + is_long)
     rel = (u - hu) / a
-    hairline = hl0 + part * rel + side_drop * ((rel.abs() - side_start) / (1.0 - side_start + 1e-3)).clamp(0, 1)
+    # on the far side of a turned head the side hair retreats behind the face (never over the far eye)
+    far = (torch.sign(u - fu) * sphi).clamp(min=0)
+    start = side_start + 0.7 * far
+    hairline = hl0 + part * rel + side_drop * ((rel.abs() - start) / (1.0 - side_start + 1e-3)).clamp(0, 1)
     cu, cv = (u - hu) / cap_a, (v - cap_v) / cap_b
     kc = torch.sqrt(cu * cu + cv * cv + 1e-12)
     d_cap = torch.sqrt((u - hu) ** 2 + (v - cap_v) ** 2 + 1e-12) * (1 - 1 / kc)
@@ -451,8 +457,8 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     face_cov = cov(d_face)
 
     # earrings: gold rings under the lobes, hidden behind the face on the far side
-    rr = 0.024
-    d_ring = _circle(u - (ear_u + s_pix * 0.012), v - (lobe_v + rr * 0.9), rr).abs() - 0.0075 * (1 + 0.4 * (ol > 0))
+    rr = 0.028
+    d_ring = _circle(u - (ear_u + s_pix * 0.014), v - (lobe_v + rr * 0.9), rr).abs() - 0.009 * (1 + 0.3 * (ol > 0))
     hide = face_cov * (s_pix * sphi * 6).clamp(0, 1)
     img = fill(img, cov(d_ring, pw) * P["earrings"] * (1 - hide), _t(look.gold))
 
@@ -554,7 +560,7 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     d_mouth = torch.maximum(dy - (look.lip_t + 0.5 * opening) * sq - 0.002, dx - mw)
     d_inner = torch.maximum(dy - 0.5 * opening * sq, dx - 0.9 * mw)
     m_edge = max(pw, 0.5 * edge)
-    lips = skin * 0.45 + _t(look.lips) * 0.55
+    lips = skin * _t((0.62, 0.40, 0.40)) + _t(look.lips) * 0.35
     w = fill(w, cov(d_mouth, m_edge), lips)
     w = fill(w, cov(d_inner, m_edge), _t((0.30, 0.08, 0.10)))
     d_teeth = torch.maximum(d_inner, wv - (ym - 0.1 * opening * sq))
@@ -655,15 +661,21 @@ def _post(img, look, P, seed, idx, size, X, Y, lx, face_dot, hair_dot, d_face, d
         strokes = 0.6 * s1 + 0.4 * s2 - 0.5
         img = img * (1 + 0.32 * strokes)
         img = img * _t((1.06, 0.99, 0.84)) + _t((0.03, 0.01, 0.0))
-        img = _blur(img, 0.3 * size / 64)
+        img = _blur(img, 0.2 * size / 64)
     return img
 
 
-def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: int | None = None) -> torch.Tensor:
+def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: int | None = None,
+           workers: int | None = None) -> torch.Tensor:
     """Render content vectors ``[N, F]`` as ``[N, 3, size, size]`` float images in [-1, 1].
 
     ``domain`` is one of ``DOMAINS``; deterministic for (content, domain, size, seed): per-image texture noise
-    is derived from ``seed`` (None means 0) and the image's index in ``content``. Works for any size >= 8.
+    is derived from ``seed`` (None means 0) and the image's index in ``content``, so the result does not depend
+    on chunking or ``workers``. Works for any size >= 8.
+
+    The batch is drawn in cache-sized chunks. Long chains of small element-wise ops scale badly with torch's
+    intra-op threads (and collapse when the cores are shared), so chunks run single-threaded, spread over
+    ``workers`` Python threads (default: ``torch.get_num_threads()``); torch's thread setting is restored after.
     """
     check_domain(domain)
     if content.dim() == 1:
@@ -679,8 +691,25 @@ def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: in
     n = c.shape[0]
     chunk = max(1, _PIXEL_BUDGET // (size * size))
     out = torch.empty(n, 3, size, size)
-    with torch.no_grad():
-        for s in range(0, n, chunk):
-            idx = torch.arange(s, min(n, s + chunk))
+    starts = list(range(0, n, chunk))
+
+    def job(s):
+        idx = torch.arange(s, min(n, s + chunk))
+        with torch.no_grad():
             out[s:s + len(idx)] = _render_chunk(c[s:s + len(idx)], look, size, seed, idx)
+
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads if workers is None else int(workers), len(starts)))
+    torch.set_num_threads(1)
+    try:
+        if workers == 1:
+            for s in starts:
+                job(s)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(job, starts))
+    finally:
+        torch.set_num_threads(threads)
     return out.to(content.device) if content.device.type != "cpu" else out
