@@ -69,6 +69,10 @@ class Profile:
     loss_size: int = 256  # images are resized to this before LPIPS / identity (Eq. 1)
     lpips_train_net: str = "vgg"
     lpips_eval_net: str = "alex"
+    # "pretrained": torchvision ImageNet weights through the hub (the paper); "seeded": the lpips package's
+    # linear heads over a seeded random backbone, because the mini profile must run offline
+    # (facestyle.nn.perceptual explains the choice).
+    lpips_backbone: str = "pretrained"
     # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations.
     finetune_iters: int = 1000
     finetune_batch: int = 4
@@ -109,6 +113,7 @@ PROFILES = {
         identity_ckpt="mini-identity",
         style_generator_ckpt="mini-style-{style}",
         loss_size=64,
+        lpips_backbone="seeded",
         mix_layers=(2, 3, 5, 7),  # the paper's 3/6/9/12 of 18 rows at the same relative depth of 10 rows
                                   # (facestyle.method.latents.scale_mix_layer)
     ),

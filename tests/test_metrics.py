@@ -21,6 +21,16 @@ from facestyle.nn import perceptual as P
 from facestyle.world import FACTORS, STYLE_BIAS, factor_index, render, sample_content
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread: these small batches gain nothing from two, and when the cores are shared with other
+    jobs OpenMP's barrier waits make some convolutions (facenet's Block35) about 100x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Own cache dirs, no stray overrides, and any attempt to open a network connection fails loudly."""
@@ -341,3 +351,18 @@ def test_results_table_writes_markdown_and_json(tmp_path):
     assert doc["columns"][0] == "method" and doc["rows"][0]["lpips_alex"] == 0.25
     assert doc["rows"][1]["fid_oracle"] is None
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_fid_oracle_in_oracle_feature_space():
+    from facestyle.nn.judges import Oracle
+
+    torch.manual_seed(0)
+    kinds = [(f.kind, 1 if f.kind == "continuous" else len(f.values)) for f in FACTORS]
+    oracle = Oracle(kinds, n_domains=6, input_size=64).eval()
+    x, y = _images(12, 0), _images(12, 1) * 0.2
+    feats = M.oracle_features(x, oracle, batch=5)
+    assert feats.shape == (12, 256)
+    assert M.fid_oracle(x, x, oracle) == pytest.approx(0.0, abs=1e-6)
+    assert M.fid_oracle(x, M.feature_stats(M.oracle_features(y, oracle)), oracle) == pytest.approx(
+        M.fid_oracle(x, y, oracle), rel=1e-9)
+    assert M.fid_oracle(x, y, oracle) > 0

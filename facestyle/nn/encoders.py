@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import EqualLinear  # same keys (weight, bias) and run-time scaling as pSp's
+
 __all__ = [
     "BLOCK_TABLES", "resolve_blocks", "unit_specs", "SEModule", "BottleneckIR", "BottleneckIRSE",
     "EqualLinear", "GradualStyleBlock", "GradualStyleEncoder", "BackboneEncoderW", "ZPlusEncoder",
@@ -140,28 +142,6 @@ def _make_backbone(input_nc: int, blocks: tuple, mode: str) -> tuple[nn.Sequenti
                                 nn.PReLU(width))
     body = nn.Sequential(*[unit(i, d, s) for i, d, s in unit_specs(blocks)])
     return input_layer, body
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with equalized learning rate (REFERENCE.md section 1): weight ~ N(0,1)/lr_mul, scaled at
-    run time by ``lr_mul/sqrt(in)``; bias multiplied by ``lr_mul``. Keys ``weight``/``bias`` as in pSp.
-
-    Kept local (no activation variant needed) so the encoders do not depend on the generator module.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-
-    def forward(self, x):
-        bias = self.bias * self.lr_mul if self.bias is not None else None
-        return F.linear(x, self.weight * self.scale, bias)
-
-    def extra_repr(self):
-        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}"
 
 
 class GradualStyleBlock(nn.Module):

@@ -80,9 +80,7 @@ def _net_name(net: str) -> str:
 
 
 def _backbone_mode(prof: Profile, backbone: str | None) -> str:
-    # A profile may carry an explicit choice (a future ``lpips_backbone`` field); otherwise the mini profile is
-    # the only one whose ImageNet weights are unavailable by design.
-    mode = backbone or getattr(prof, "lpips_backbone", None) or ("seeded" if prof.name == "mini" else "pretrained")
+    mode = backbone or prof.lpips_backbone
     if mode not in ("seeded", "pretrained"):
         raise ValueError(f"unknown LPIPS backbone mode {mode!r}: choose 'seeded' or 'pretrained'")
     return mode

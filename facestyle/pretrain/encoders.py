@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -21,7 +21,8 @@ from ..config import get_profile
 from ..nn.encoders import PSP, build_encoder
 from ..utils import get_device
 from .generator import multiscale_l1
-from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+from .manifest import record_if_shipped
+from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass
@@ -117,21 +118,18 @@ def export(psp: PSP, cfg: EncoderTrainConfig, path, meta: dict | None = None) ->
     """Ship the encoder half precision; the decoder is referenced by name, not duplicated."""
     from ..hub import save_psp_checkpoint
 
-    save_psp_checkpoint(resolve_path(path), psp, kind=cfg.kind, encoder_config=get_profile(cfg.profile).encoder,
-                        half=True, decoder_ckpt=cfg.generator, meta={"train_config": asdict(cfg), **(meta or {})})
+    out = save_psp_checkpoint(resolve_path(path), psp, kind=cfg.kind, encoder_config=get_profile(cfg.profile).encoder,
+                              half=True, decoder_ckpt=cfg.generator, meta={"train_config": asdict(cfg), **(meta or {})})
+    state = torch.load(resolve_path(cfg.out.format(kind=cfg.kind)) / "state.pt", weights_only=True)
+    record_if_shipped(f"mini-encoder-{cfg.kind}", out, iterations=state["step"], wall_s=round(state["wall_s"]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for f in fields(EncoderTrainConfig):
-        if f.name == "kind":
-            continue
-        typ = {"int": int, "float": float}.get(f.type, str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
-    p.add_argument("--export", default=None, help="write the shippable checkpoint here")
+    add_config_arguments(p, EncoderTrainConfig, skip=('kind',))
 
 
 def main_from_args(args) -> int:
-    cfg = EncoderTrainConfig(**{f.name: getattr(args, f.name) for f in fields(EncoderTrainConfig)})
+    cfg = config_from_args(EncoderTrainConfig, args)
     psp = train(cfg)
     if args.export:
         export(psp, cfg, args.export)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..config import get_profile
 from ..utils import get_device
-from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+from .manifest import record_if_shipped
+from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass
@@ -130,6 +131,7 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                 "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "step": step, "wall_s": wall,
                 "config": asdict(cfg), "rng": torch.get_rng_state()}
 
+    window = []
     ckpt.install_signal_handlers()
     bar = tqdm(total=total, initial=step, disable=not progress, desc="mini G")
     try:
@@ -172,9 +174,12 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
             step += 1
             dt = time.perf_counter() - t0
             wall += dt
-            rec.update(step=step, phase="adv" if adversarial else "warm", rec=l_rec.item(), s_per_step=round(dt, 3))
-            if step % 10 == 0:
-                log.write(**rec)
+            rec.update(phase="adv" if adversarial else "warm", rec=l_rec.item(), s_per_step=dt)
+            window.append(rec)
+            if step % 10 == 0:  # log means over the last 10 steps: single-batch values are too noisy to read
+                log.write(step=step, phase=rec["phase"], **{k: round(sum(r[k] for r in window if k in r) /
+                          sum(1 for r in window if k in r), 5) for k in rec if k != "phase"})
+                window.clear()
             bar.update(1)
             bar.set_postfix(rec=f"{l_rec.item():.4f}", phase=rec["phase"])
             if step % cfg.sample_every == 0 or step == total:
@@ -210,24 +215,18 @@ def export_generator(state_path, out_path, profile="mini"):
     d.load_state_dict({k: v.float() for k, v in state["d"].items()})
     with torch.no_grad():
         latent_avg = g.mean_latent(4096)
-    save_generator_checkpoint(resolve_path(out_path), g, latent_avg=latent_avg, d=d, half=True,
-                              meta={"step": state["step"], "wall_s": state.get("wall_s"),
-                                    "train_config": state.get("config")})
+    meta = {"step": state["step"], "wall_s": state.get("wall_s"), "train_config": state.get("config")}
+    path = save_generator_checkpoint(resolve_path(out_path), g, latent_avg=latent_avg, d=d, half=True, meta=meta)
+    record_if_shipped(get_profile(profile).generator_ckpt, path, iterations=state["step"],
+                      wall_s=round(state.get("wall_s") or 0.0))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for f in fields(GeneratorTrainConfig):
-        kw = {"default": f.default}
-        if f.type in ("int", int):
-            kw["type"] = int
-        elif f.type in ("float", float):
-            kw["type"] = float
-        p.add_argument("--" + f.name.replace("_", "-"), **kw)
-    p.add_argument("--export", default=None, help="after training, write the shippable checkpoint here")
+    add_config_arguments(p, GeneratorTrainConfig, skip=())
 
 
 def main_from_args(args) -> int:
-    cfg = GeneratorTrainConfig(**{f.name: getattr(args, f.name) for f in fields(GeneratorTrainConfig)})
+    cfg = config_from_args(GeneratorTrainConfig, args)
     train(cfg)
     if args.export:
         export_generator(resolve_path(cfg.out) / "state.pt", args.export, cfg.profile)

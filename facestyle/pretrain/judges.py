@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from .. import world
 from ..nn.judges import IDENTITY_FACTORS, IdentityNet, Oracle
 from ..utils import get_device
-from .loop import Checkpointer, JsonlLog, resolve_path, set_threads
+from .manifest import record_if_shipped
+from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass
@@ -229,12 +230,14 @@ def export(model: torch.nn.Module, cfg: JudgeTrainConfig, report: dict, path) ->
     kind = "oracle" if cfg.what == "oracle" else "identity"
     config = {"size": cfg.size, "factor_kinds": factor_kinds(), "n_domains": len(world.DOMAINS)} if kind == "oracle" \
         else {"size": cfg.size, "identity_factors": list(IDENTITY_FACTORS)}
-    save_checkpoint(resolve_path(path), kind=kind, half=True, config=config, state_dict=model.state_dict(),
-                    meta={"train_config": asdict(cfg), "report": report})
+    out = save_checkpoint(resolve_path(path), kind=kind, half=True, config=config, state_dict=model.state_dict(),
+                          meta={"train_config": asdict(cfg), "report": report})
+    state = torch.load(resolve_path(cfg.out.format(what=cfg.what)) / "state.pt", weights_only=True)
+    record_if_shipped(f"mini-{kind}", out, iterations=state["step"], wall_s=round(state["wall_s"]), quality=report)
 
 
 def main_from_args(args) -> int:
-    cfg = JudgeTrainConfig(**{f.name: getattr(args, f.name) for f in fields(JudgeTrainConfig)})
+    cfg = config_from_args(JudgeTrainConfig, args)
     model = train(cfg)
     data = torch.load(resolve_path(cfg.out.format(what=cfg.what)) / "data.pt", weights_only=True)
     report = (evaluate_oracle if cfg.what == "oracle" else evaluate_identity)(model, data["test"])
@@ -245,9 +248,4 @@ def main_from_args(args) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for f in fields(JudgeTrainConfig):
-        if f.name == "what":
-            continue
-        typ = {"int": int, "float": float}.get(f.type, str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
-    p.add_argument("--export", default=None, help="write the shippable checkpoint here")
+    add_config_arguments(p, JudgeTrainConfig, skip=('what',))

@@ -11,6 +11,8 @@ no RNG state. It replaces itself; only one snapshot per run is ever kept.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -134,3 +136,18 @@ class Checkpointer:
 def set_threads(n: int | None) -> None:
     """Use every core by default; torch's default can undercount inside containers."""
     torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+def add_config_arguments(p: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One ``--flag`` per field of a training-config dataclass (its defaults are the documented defaults)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
+    p.add_argument("--export", default=None, help="write the shippable checkpoint here (recorded in the manifest "
+                                                  "when it lies in facestyle/checkpoints/mini/)")
+
+
+def config_from_args(cls, args):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -59,3 +59,11 @@ def update(name: str, **info) -> None:
     with atomic_write(MANIFEST_PATH, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")
+
+
+def record_if_shipped(name: str, path: str | os.PathLike, **info) -> dict | None:
+    """Record an exported file in the manifest when it was written into the shipped mini directory."""
+    path = Path(path).resolve()
+    if path.parent != MINI_DIR.resolve():
+        return None
+    return record(name, path, **info)

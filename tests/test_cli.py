@@ -1,0 +1,55 @@
+"""The command line: `facestyle --help` lists the subcommands, each has --help, errors are one line."""
+import subprocess
+import sys
+
+import pytest
+
+from facestyle.cli import build_parser, main
+
+SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain"]
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("argv", [[s, "--help"] for s in SUBCOMMANDS] +
+                         [["pretrain", m, "--help"] for m in ("generator", "oracle", "identity", "encoder")])
+def test_each_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "facestyle", "--help"], capture_output=True, text=True, check=True)
+    assert "facestyle" in out.stdout
+
+
+def test_missing_checkpoint_is_one_clear_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FACESTYLE_HOME", str(tmp_path))
+    monkeypatch.setenv("FACESTYLE_OFFLINE", "1")
+    assert main(["hub", "path", "stylegan2-ffhq-config-f"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stylegan2-ffhq-config-f.pt" in err[0] and str(tmp_path) in err[0]
+
+
+def test_unknown_checkpoint_name(capsys):
+    assert main(["hub", "path", "stylegan2-ffhq-config-g"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_world_figure(tmp_path):
+    out = tmp_path / "six.png"
+    assert main(["world", "--n", "2", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+
+
+def test_parser_builds_without_heavy_work():
+    assert build_parser().prog == "facestyle"
