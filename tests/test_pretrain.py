@@ -89,3 +89,24 @@ def test_encoder_training_lowers_loss(tmp_path, kind):
     loaded = hub.load_psp(out, device="cpu")
     codes = loaded.encode(torch.zeros(1, 3, 64, 64))
     assert codes.shape == (1, 10, 128)
+
+
+def test_stop_request_saves_then_interrupts(tmp_path):
+    import os
+    import signal
+
+    from facestyle.pretrain.loop import Checkpointer, Interrupted
+
+    ck = Checkpointer(tmp_path / "state.pt", every_s=1e9, snapshot=tmp_path / "snap.pt")
+    ck.install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled: only sets a flag, the process keeps running
+        assert ck.due()
+        with pytest.raises(Interrupted) as exc:
+            ck.save({"w": torch.ones(2), "step": 3})
+        assert exc.value.code == 130
+    finally:
+        ck.restore_signal_handlers()
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 3
+    assert ck.load()["step"] == 3
+    assert not list(tmp_path.glob("*.tmp"))

@@ -105,8 +105,6 @@ def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
             if ckpt.due() or step == cfg.steps:
                 ckpt.save({"encoder": psp.encoder.state_dict(), "opt": opt.state_dict(), "step": step,
                            "wall_s": wall, "config": asdict(cfg)})
-                if ckpt.stop_requested:
-                    break
     finally:
         bar.close()
         ckpt.restore_signal_handlers()

@@ -36,10 +36,12 @@ class GeneratorTrainConfig:
     warm_steps: int = 6000
     adv_steps: int = 4000
     lr: float = 0.002
+    warm_beta1: float = 0.9  # momentum helps the supervised warm start; the GAN phase uses StyleGAN2's 0
     rec_weight: float = 10.0  # anchor weight during the adversarial phase
     r1_gamma: float = 0.05  # 0.0002 * res^2 / batch, the StyleGAN2-ADA heuristic at 64 px, batch 16
     r1_every: int = 16
     ema_half_life_imgs: float = 10_000.0
+    ema_rampup: float = 0.05  # half-life <= 5% of the images seen so far (StyleGAN2-ADA), so early EMA keeps up
     ckpt_every_s: float = 300.0
     sample_every: int = 500
     seed: int = 0
@@ -124,7 +126,6 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
     size = g.size
     total = cfg.warm_steps + cfg.adv_steps
     fixed_z = torch.randn(16, g.style_dim, generator=torch.Generator().manual_seed(1234))
-    beta = 0.5 ** (cfg.batch / cfg.ema_half_life_imgs)
 
     def snapshot_state():
         return {"g": g.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(),
@@ -138,6 +139,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
         while step < total:
             t0 = time.perf_counter()
             adversarial = step >= cfg.warm_steps
+            for group in g_opt.param_groups:
+                group["betas"] = (0.0 if adversarial else cfg.warm_beta1, 0.99)
             z = torch.randn(cfg.batch, g.style_dim)
             target = real_batch(z, size, seed=cfg.seed * 1_000_003 + step).to(device)
             z = z.to(device)
@@ -170,7 +173,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
-            ema_update(g_ema, g, beta if step > 200 else 0.0)
+            half_life = min(cfg.ema_half_life_imgs, cfg.ema_rampup * step * cfg.batch)
+            ema_update(g_ema, g, 0.5 ** (cfg.batch / max(half_life, 1e-8)))
             step += 1
             dt = time.perf_counter() - t0
             wall += dt
@@ -186,9 +190,6 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                 save_samples(g_ema, fixed_z, out / f"samples_{step:06d}.png", size)
             if ckpt.due() or step == total:
                 ckpt.save(snapshot_state())
-                if ckpt.stop_requested:
-                    print(f"stopped at step {step}; rerun the same command to resume")
-                    break
     finally:
         bar.close()
         ckpt.restore_signal_handlers()

@@ -175,8 +175,6 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
             if ckpt.due() or step == cfg.steps:
                 ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                            "step": step, "wall_s": wall, "config": asdict(cfg)})
-                if ckpt.stop_requested:
-                    break
     finally:
         bar.close()
         ckpt.restore_signal_handlers()

@@ -90,6 +90,15 @@ def expand_state(state: dict) -> dict:
     return walk(state)
 
 
+class Interrupted(SystemExit):
+    """Raised right after the final save when SIGTERM/SIGINT asked a run to stop: nothing after the training
+    loop (evaluation, export) runs on a half-finished model, and the process exits with status 130."""
+
+    def __init__(self, path: Path):
+        super().__init__(130)
+        self.path = path
+
+
 class Checkpointer:
     """Decides when to save and does it atomically; also turns SIGTERM/SIGINT into a final save."""
 
@@ -123,6 +132,9 @@ class Checkpointer:
         if self.snapshot is not None:
             atomic_torch_save(compact_state(state), self.snapshot)
         self._last = time.monotonic()
+        if self.stop_requested:
+            print(f"stopped: state saved to {self.path}; rerun the same command to resume")
+            raise Interrupted(self.path)
 
     def load(self) -> dict | None:
         """Latest full state, else the committed snapshot, else None (fresh start)."""

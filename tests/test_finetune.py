@@ -1,0 +1,217 @@
+"""Paper Eq. 1-3 and the finetuning loop (section 3.1, Table 4 variants) on random mini models.
+
+Nothing here needs a shipped checkpoint: a random mini G + D and an untrained mini IdentityNet are saved into a
+temporary directory and passed by path, the way a user passes their own files.
+"""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facestyle import hub, world
+from facestyle.method import finetune as ft
+from facestyle.method import losses as L
+from facestyle.nn.judges import IdentityNet
+from facestyle.pretrain import generator as pg
+from facestyle.pretrain.loop import JsonlLog, config_from_args
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    # Small convs are much slower with several threads on a loaded 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("finetune")
+    torch.manual_seed(0)
+    g, d = pg.build_models("mini")
+    with torch.no_grad():
+        avg = g.mean_latent(256)
+    gpath = hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)
+    ipath = hub.save_checkpoint(root / "identity.pt", kind="identity", config={"size": 64},
+                                state_dict=IdentityNet(input_size=64))
+    models = L.LossModels.build("mini", "cpu", identity_ckpt=ipath)
+    style, _ = world.style_dataset("anime", 64, n=12)
+    with torch.no_grad():
+        wplus = g.mapping(torch.randn(6, g.n_latent, g.style_dim, generator=torch.Generator().manual_seed(3)))
+    yield {"root": root, "g": g, "gpath": gpath, "ipath": ipath, "models": models, "style": style, "wplus": wplus}
+    torch.set_num_threads(threads)
+
+
+def _cfg(setup, name, **kw):
+    base = dict(profile="mini", style="anime", generator=str(setup["gpath"]), identity=str(setup["ipath"]),
+                out=str(setup["root"] / name), batch=2, iters=3, threads=1, device="cpu", sample_every=0,
+                log_every=1, ckpt_every_s=1e9)
+    base.update(kw)
+    return ft.FinetuneConfig(**base)
+
+
+# ---- Eq. 1-3 ---------------------------------------------------------------------------------------------------
+
+def test_semantic_loss_zero_on_identical_and_positive_otherwise(setup):
+    m = setup["models"]
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    y = torch.rand(2, 3, 64, 64) * 2 - 1
+    same, parts = L.semantic_loss(x, x, m.lpips, m.identity, 0.1, 64)
+    assert same.item() == pytest.approx(0.0, abs=1e-5) and parts["id"].item() == pytest.approx(0.0, abs=1e-5)
+    diff, parts = L.semantic_loss(x, y, m.lpips, m.identity, 0.1, 64)
+    assert parts["lpips"].item() > 0 and parts["id"].item() > 0
+    assert diff.item() == pytest.approx(parts["lpips"].item() + 0.1 * parts["id"].item(), rel=1e-5)
+    # lambda_ID = 0 or no identity network: the LPIPS term alone
+    only, _ = L.semantic_loss(x, y, m.lpips, None, 0.1, 64)
+    assert only.item() == pytest.approx(parts["lpips"].item(), rel=1e-5)
+
+
+def test_paired_loss_decreases_towards_target(setup):
+    m = setup["models"]
+    target = setup["style"][:2]
+    far = torch.rand(2, 3, 64, 64) * 2 - 1
+    losses = [L.paired_loss(target + a * (far - target), target, m.lpips, 64).item() for a in (1.0, 0.5, 0.1)]
+    assert losses[0] > losses[1] > losses[2] > 0
+    assert L.paired_loss(target, target, m.lpips, 64).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="one style image per output"):
+        L.paired_loss(target, target[:1].expand(3, -1, -1, -1), m.lpips, 64)
+
+
+def test_adversarial_and_total_loss():
+    good_real, good_fake = torch.full((4, 1), 5.0), torch.full((4, 1), -5.0)
+    assert L.adversarial_d_loss(good_real, good_fake) < L.adversarial_d_loss(good_fake, good_real)
+    assert L.adversarial_g_loss(good_fake) > L.adversarial_g_loss(good_real) > 0
+    assert L.r1_penalty is pg.r1_penalty  # one R1 in the repo
+    adv, sem, paired = torch.tensor(0.5), torch.tensor(0.2), torch.tensor(0.3)
+    parts = L.total_loss(adv, sem, paired, lambda_sem=2.0, lambda_paired=3.0)
+    assert parts["total"].item() == pytest.approx(0.5 + 0.4 + 0.9)
+    assert set(L.total_loss(adv)) == {"total", "adv"}
+    assert set(L.total_loss(adv, l_paired=paired)) == {"total", "adv", "paired"}
+
+
+def test_loss_models_report_missing_network(setup):
+    m = L.LossModels(lpips=setup["models"].lpips, identity=None, size=64, lambda_id=0.1)
+    with pytest.raises(ValueError, match="without identity"):
+        m.need(identity=True)
+
+
+# ---- finetuning ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["baseline", "sc", "pc", "sc_pc"])
+def test_variants_run_and_save_loadable_generator(setup, variant, tmp_path):
+    uses_sem, uses_pair = ft.VARIANTS[variant]
+    pairs = None
+    kw = {}
+    if variant == "pc":  # a pair file with images
+        torch.save({"wplus": setup["wplus"], "style": setup["style"][:6], "level": 2}, tmp_path / "pairs.pt")
+        kw["pairs"] = str(tmp_path / "pairs.pt")
+    elif variant == "sc_pc":  # an in-memory pair dict indexing the style set
+        pairs = {"wplus": setup["wplus"], "index": torch.arange(6) * 2, "level": 3}
+    # the default (mini world) style set in one variant, an in-memory tensor in the others
+    style_images = None if variant == "baseline" else setup["style"]
+    cfg = _cfg(setup, f"v-{variant}", variant=variant, sample_every=2, **kw)
+    res = ft.finetune(cfg, progress=False, lossmodels=setup["models"], style_images=style_images, pairs=pairs)
+    assert res.completed and res.step == 3 and res.path.name == "generator.pt"
+    loaded = hub.load_generator(res.path, device="cpu")
+    assert loaded.g_ema.size == 64 and loaded.meta["variant"] == variant
+    assert loaded.meta["iters"] == 3 and loaded.meta["finetune_config"]["batch"] == 2
+    assert loaded.meta["pair_level"] == {"pc": 2, "sc_pc": 3}.get(variant)
+    assert torch.allclose(loaded.latent_avg, hub.load_generator(setup["gpath"], device="cpu").latent_avg)
+    # G' moved away from G
+    g0 = setup["g"].state_dict()
+    assert any(not torch.equal(v, g0[k]) for k, v in loaded.g_ema.state_dict().items() if k in g0)
+    log = JsonlLog(res.log).read()
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert ("sem" in log[-1]) == uses_sem and ("sem_id" in log[-1]) == uses_sem
+    assert ("paired" in log[-1]) == uses_pair and "adv" in log[-1] and "d" in log[-1]
+    assert "r1" in log[0]  # lazy R1 on step 0
+    assert [p.name for p in res.samples] == ["samples_000000.png", "samples_000002.png", "samples_000003.png"]
+    assert Image.open(res.samples[-1]).size == (8 * 66 + 2, 2 * 66 + 2)
+
+
+def test_paired_variant_needs_pairs(setup):
+    with pytest.raises(ValueError, match="needs a pair file"):
+        ft.finetune(_cfg(setup, "nopairs", variant="pc"), progress=False, lossmodels=setup["models"],
+                    style_images=setup["style"])
+
+
+def test_pairs_are_checked_against_the_generator(setup):
+    with pytest.raises(ValueError, match=r"needs \[N, 10, 128\]"):
+        ft.load_pairs({"wplus": torch.zeros(3, 18, 512), "style": torch.zeros(3, 3, 64, 64)}, n_latent=10,
+                      style_dim=128)
+    with pytest.raises(ValueError, match="style set has 12"):
+        ft.load_pairs({"wplus": setup["wplus"], "index": torch.arange(6) + 10}, setup["style"], n_latent=10,
+                      style_dim=128)
+    w = ft.load_pairs({"wplus": setup["wplus"][:, 0], "index": torch.arange(6)}, setup["style"], n_latent=10,
+                      style_dim=128)
+    assert w["wplus"].shape == (6, 10, 128) and w["level"] is None
+
+
+def test_semantic_constraint_keeps_g_prime_closer_to_g(setup):
+    """+SC vs baseline, same seed and steps: Eq. 1 must hold G' nearer G (and carry gradients into G')."""
+    m = setup["models"]
+    common = dict(iters=5, lr=0.01, lambda_sem=10.0, ema_half_life_imgs=0.0, seed=1)
+    z = torch.randn(8, 128, generator=torch.Generator().manual_seed(5))
+    dist = {}
+    for variant in ("baseline", "sc"):
+        res = ft.finetune(_cfg(setup, f"cmp-{variant}", variant=variant, **common), progress=False, lossmodels=m,
+                          style_images=setup["style"])
+        g_prime = hub.load_generator(res.path, device="cpu").g_ema
+        dist[variant] = L.semantic_distance(setup["g"], g_prime, z, m)["sem"]
+    assert 0 < dist["sc"] < dist["baseline"], dist
+
+    # the Eq. 1 term reaches G' parameters (and only G', G stays frozen)
+    g_prime = hub.load_generator(res.path, device="cpu", requires_grad=True).g_ema
+    ref = setup["g"].synthesis(setup["g"].mapping(z[:2]), noise_mode="const").detach()
+    out = g_prime.synthesis(g_prime.mapping(z[:2]), noise_mode="const")
+    loss, _ = L.semantic_loss(ref, out, m.lpips, m.identity, 0.1, 64)
+    loss.backward()
+    assert all(p.grad is not None for p in g_prime.parameters())
+    assert g_prime.convs[0].conv.weight.grad.abs().sum() > 0 and g_prime.style[1].weight.grad.abs().sum() > 0
+
+
+def test_resume_continues_and_matches_uninterrupted_run(setup):
+    first = ft.finetune(_cfg(setup, "resume", variant="baseline", iters=3), progress=False,
+                        style_images=setup["style"])
+    assert first.step == 3
+    again = ft.finetune(_cfg(setup, "resume", variant="baseline", iters=5), progress=False,
+                        style_images=setup["style"])
+    assert again.step == 5 and [r["step"] for r in JsonlLog(again.log).read()] == [1, 2, 3, 4, 5]
+    assert hub.load_generator(again.path, device="cpu").meta["iters"] == 5
+    straight = ft.finetune(_cfg(setup, "straight", variant="baseline", iters=5), progress=False,
+                           style_images=setup["style"])
+    a = hub.load_generator(again.path, device="cpu").g_ema.state_dict()
+    b = hub.load_generator(straight.path, device="cpu").g_ema.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # a different finetune cannot silently continue in the same directory
+    with pytest.raises(ValueError, match="different finetune"):
+        ft.finetune(_cfg(setup, "resume", variant="sc", iters=6), progress=False, lossmodels=setup["models"],
+                    style_images=setup["style"])
+
+
+def test_style_folder_loader(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a_wide.png")
+    Image.fromarray(np.full((32, 32, 4), 128, np.uint8), "RGBA").save(tmp_path / "b_rgba.png")
+    Image.fromarray(np.full((32, 32), 200, np.uint8), "L").save(tmp_path / "c_grey.jpg")
+    Image.fromarray(np.full((16, 16), 65535, np.uint16)).save(tmp_path / "d_16bit.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    x = ft.load_style_folder(tmp_path, 64)
+    assert x.shape == (4, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    assert x[3].min() == pytest.approx(1.0)  # 16-bit white stays white
+    (tmp_path / "e_broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="e_broken.png is not a readable image"):
+        ft.load_style_folder(tmp_path, 64)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        ft.load_style_folder(tmp_path / "empty", 64)
+
+
+def test_cli_arguments_give_typed_config():
+    p = argparse.ArgumentParser()
+    ft.add_arguments(p)
+    args = p.parse_args(["--style", "anime", "--variant", "sc", "--iters", "7", "--lr", "0.01",
+                         "--freeze-mapping", "true"])
+    cfg = config_from_args(ft.FinetuneConfig, args)
+    assert cfg.iters == 7 and cfg.lr == 0.01 and cfg.freeze_mapping is True and cfg.batch is None
+    r = cfg.resolved()
+    assert r.batch == 4 and r.r1_gamma == 10.0 and r.lambda_id == 0.1 and r.out == "runs/mini-finetune-anime-sc"
+    with pytest.raises(ValueError, match="unknown variant"):
+        ft.FinetuneConfig(variant="ours").resolved()

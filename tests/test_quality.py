@@ -1,0 +1,200 @@
+"""facestyle.eval.quality against tiny random checkpoints written to tmp_path.
+
+Random models say nothing about quality; these tests check the plumbing the shipped numbers rely on: result
+structure, determinism, exact zeros/ones where the protocol guarantees them (a set's FID with itself, G's drift
+against itself), figures and reports written where FACESTYLE_FIGURES points, and manifest merging.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from facestyle import hub
+from facestyle.config import get_profile
+from facestyle.eval import quality as Q
+from facestyle.world import FACTORS
+
+N = 24  # images per set: enough for every code path, small enough for a CPU test
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Small batches gain nothing from two threads, and the cores are shared with other jobs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """A random mini generator, a second (different) one, an untrained oracle and three untrained encoders."""
+    from facestyle.pretrain.encoders import build_psp
+    from facestyle.pretrain.generator import build_models
+    from facestyle.pretrain.judges import build_oracle, factor_kinds
+
+    d = tmp_path_factory.mktemp("ckpts")
+    paths = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        g, _ = build_models("mini")
+        g.eval()
+        latent_avg = g.mean_latent(256, generator=torch.Generator().manual_seed(0))
+        paths["g"] = hub.save_generator_checkpoint(d / "g.pt", g, latent_avg=latent_avg)
+        g2, _ = build_models("mini")
+        paths["g2"] = hub.save_generator_checkpoint(d / "g2.pt", g2.eval(), latent_avg=latent_avg)
+        oracle = build_oracle(64)
+        paths["oracle"] = hub.save_checkpoint(d / "oracle.pt", kind="oracle", state_dict=oracle,
+                                              config={"size": 64, "factor_kinds": factor_kinds(), "n_domains": 6})
+        enc_cfg = get_profile("mini").encoder
+        for kind in Q.ENCODER_KINDS:
+            psp = build_psp(kind, g, latent_avg)
+            # W+ refers to its decoder by registry name, as shipped encoders do; the others embed it
+            ref = "mini-stylegan2-64" if kind == "wplus" else None
+            paths[kind] = hub.save_psp_checkpoint(d / f"enc_{kind}.pt", psp, kind=kind, encoder_config=enc_cfg,
+                                                  decoder_ckpt=ref)
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Figures and the manifest go to tmp_path; no registry override leaks in from the environment."""
+    from facestyle.pretrain import manifest
+
+    monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setenv("FACESTYLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FACESTYLE_OFFLINE", "1")
+    for k in list(os.environ):
+        if k.startswith("FACESTYLE_CKPT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", tmp_path / "manifest.json")
+    hub._MEMO.clear()
+    yield
+
+
+def test_protocol_seeds_are_distinct_and_far_from_training_seeds():
+    s = Q.protocol_seeds(0)
+    fixed = [s[k] for k in ("z", "real_a", "real_b", "heldout")]
+    assert len(set(fixed)) == len(fixed)
+    assert all(v >= 20_000_000 for v in fixed)
+    assert s["heldout"] % 7 != 0  # never the start of an encoder-trainer content stream (multiples of 7)
+    assert Q.protocol_seeds(1)["heldout"] == s["heldout"] + 1
+
+
+def test_generator_quality(ckpts, tmp_path):
+    res = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
+    assert res["target"] == "generator" and res["n"] == N
+    assert res["fid_gen_vs_real"] >= 0 and res["fid_real_vs_real"] >= 0
+    cats = [f for f in FACTORS if f.kind == "categorical"]
+    assert set(res["frequencies"]) == {f.name for f in cats}
+    for f in cats:
+        vals = res["frequencies"][f.name]
+        assert list(vals) == list(f.values)
+        assert sum(v["generated"] for v in vals.values()) == pytest.approx(1.0)
+        for v, k in zip(vals.values(), range(len(f.values))):
+            assert v["real"] == f.real_probs[k]
+            assert v["gap_points"] == pytest.approx(100 * (v["generated"] - v["real"]))
+            assert v["pass"] == (abs(v["gap_points"]) <= 5.0)
+    assert res["freq_gap"]["max"] == pytest.approx(max(abs(v["gap_points"]) for vals in res["frequencies"].values()
+                                                       for v in vals.values()))
+    assert res["freq_pass"] == all(v["pass"] for vals in res["frequencies"].values() for v in vals.values())
+    assert os.path.isfile(res["figure"]) and res["figure"].startswith(str(tmp_path / "figures" / "mini"))
+    assert res["figure"].endswith("mini_generator_samples.png")
+
+    # the same real set on both sides: FID exactly 0 (up to rounding); batch size does not change any number
+    same = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu",
+                               real_seeds=(5, 5), figure=False)
+    assert same["fid_real_vs_real"] == pytest.approx(0.0, abs=1e-6)
+    assert same["fid_gen_vs_real"] != res["fid_gen_vs_real"]  # a different real set A
+    again = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu", figure=False)
+    assert again["fid_gen_vs_real"] == pytest.approx(res["fid_gen_vs_real"], rel=1e-5)
+    assert again["frequencies"] == res["frequencies"]
+
+    rep = Q.write_report(res, record_manifest=True)
+    assert rep["md"].endswith("mini_quality_generator.md") and rep["manifest"] == {ckpts["g"]: None}
+    md = open(rep["md"]).read()
+    assert "fid_oracle" in md and "## Protocol" in md and "noise floor" in md and "eye_color" in md
+    doc = json.load(open(rep["json"]))
+    assert doc["meta"]["fid_gen_vs_real"] == pytest.approx(res["fid_gen_vs_real"])
+    assert "fid_oracle" in doc["protocols"]
+
+
+def test_encoder_quality(ckpts, tmp_path):
+    encs = {k: ckpts[k] for k in Q.ENCODER_KINDS}
+    res = Q.encoder_quality(encoders=encs, g_ckpt=ckpts["g"], oracle=ckpts["oracle"], n=N, seed=3, batch=10,
+                            device="cpu")
+    assert res["target"] == "encoders" and set(res["kinds"]) == set(Q.ENCODER_KINDS)
+    assert res["seeds"]["heldout"] == Q.protocol_seeds(3)["heldout"]
+    for kind, r in res["kinds"].items():
+        assert r["lpips_alex"] > 0
+        assert r["decoder_matches_g"] is True  # embedded or named, the decoder is G
+        assert set(r["agreement_per_factor"]) == {f.name for f in FACTORS}
+        assert 0 <= r["agreement"]["mean_categorical"] <= 1
+        assert r["meets_target"] == (r["agreement"]["mean_categorical"] >= 0.9)
+    assert set(res["oracle_ceiling"]) == {"mean_categorical", "mean_continuous", "mean_all"}
+    assert res["figure_rows"] == ["input", "W", "W+", "Z+"]
+    assert os.path.isfile(res["figure"]) and res["figure"].endswith("mini_encoder_reconstructions.png")
+    from PIL import Image
+
+    w, h = Image.open(res["figure"]).size
+    assert (w, h) == (2 * (8 * 66 + 2), 2 * (4 * 66 + 2))  # 8 columns, 4 rows of 64 px + 2 px gutters, x2
+
+    # a different generator than the one the encoders were built with is reported as such
+    other = Q.encoder_quality(kinds=("w",), encoders=encs, g_ckpt=ckpts["g2"], oracle=ckpts["oracle"], n=8,
+                              batch=8, device="cpu", figure=False)
+    assert other["kinds"]["w"]["decoder_matches_g"] is False
+    rep = Q.write_report(res)
+    assert "oracle ceiling" in open(rep["md"]).read()
+
+
+def test_drift_quality_of_g_against_itself_and_another(ckpts):
+    res = Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=N, seed=0, style="anime", batch=10,
+                          device="cpu")
+    assert res["agreement"]["mean_all"] == 1.0
+    assert all(v == 1.0 for v in res["agreement_per_factor"].values())
+    assert res["freq_gap_vs_g"]["max"] == 0.0
+    assert 0 <= res["style_accuracy"] <= 1
+    assert os.path.isfile(res["figure"]) and res["figure"].endswith("mini_drift_anime.png")
+    diff = Q.drift_quality(ckpts["g"], ckpts["g2"], ckpts["oracle"], n=N, style="anime", batch=10, device="cpu",
+                           figure=False)
+    assert set(diff["agreement_per_factor"]) == {f.name for f in FACTORS}
+    with pytest.raises(ValueError, match="unknown style"):
+        Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=4, style="pixel", device="cpu")
+
+
+def test_record_manifest_merges_into_existing_quality(ckpts):
+    from facestyle.pretrain import manifest
+
+    manifest.MANIFEST_PATH.write_text(json.dumps({"files": {"mini-style-anime": {
+        "file": "x.pt", "quality": {"keep": 1}}}}))
+    res = Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=8, style="anime", batch=8, device="cpu",
+                          figure=False)
+    out = Q.write_report(res, "drift_test", record_manifest=True, command="facestyle quality drift",
+                         manifest_names={ckpts["g"]: "mini-style-anime"})
+    assert out["manifest"] == {ckpts["g"]: "mini-style-anime"}
+    q = manifest.read()["files"]["mini-style-anime"]["quality"]
+    assert q["keep"] == 1
+    assert q["drift_anime"]["attr_agreement_all"] == 1.0
+    assert q["drift_anime"]["command"] == "facestyle quality drift"
+
+
+def test_cli_parser_and_run(ckpts, capsys):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    Q.add_arguments(p)
+    p.set_defaults(func="parent")
+    a = p.parse_args(["encoders", "--encoder", "w=a.pt", "--encoder", "zplus=b.pt", "--kinds", "w", "zplus"])
+    assert a.quality_target == "encoders" and dict(a.encoder) == {"w": "a.pt", "zplus": "b.pt"}
+    assert a.func == "parent" and a.n == 1000
+    with pytest.raises(SystemExit):
+        p.parse_args(["encoders", "--encoder", "v=a.pt"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["drift", "--style", "anime"])  # --finetuned is required
+    assert Q.main(["drift", "--ckpt", ckpts["g"], "--finetuned", ckpts["g"], "--style", "cartoon", "--oracle",
+                   ckpts["oracle"], "--n", "8", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["agreement"]["mean_all"] == 1.0 and out["report"].endswith("mini_quality_drift_cartoon.md")
