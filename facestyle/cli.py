@@ -53,6 +53,12 @@ def cmd_pretrain(args) -> int:
     return module.main_from_args(args)
 
 
+def cmd_finetune(args) -> int:
+    from .method import finetune as ft
+
+    return ft.main_from_args(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("finetune", help="finetune G into a style: baseline (G*), +SC, +PC or +SC&PC (paper Eq. 3)")
+    from .method import finetune as ft
+
+    ft.add_arguments(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("pretrain", help="train the mini profile's pretrained models (resumable)")
     psub = p.add_subparsers(dest="what", metavar="MODEL", required=True)

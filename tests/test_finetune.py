@@ -108,7 +108,7 @@ def test_variants_run_and_save_loadable_generator(setup, variant, tmp_path):
     style_images = None if variant == "baseline" else setup["style"]
     cfg = _cfg(setup, f"v-{variant}", variant=variant, sample_every=2, **kw)
     res = ft.finetune(cfg, progress=False, lossmodels=setup["models"], style_images=style_images, pairs=pairs)
-    assert res.completed and res.step == 3 and res.path.name == "generator.pt"
+    assert res.step == 3 and res.path.name == "generator.pt"
     loaded = hub.load_generator(res.path, device="cpu")
     assert loaded.g_ema.size == 64 and loaded.meta["variant"] == variant
     assert loaded.meta["iters"] == 3 and loaded.meta["finetune_config"]["batch"] == 2
@@ -147,7 +147,10 @@ def test_pairs_are_checked_against_the_generator(setup):
 def test_semantic_constraint_keeps_g_prime_closer_to_g(setup):
     """+SC vs baseline, same seed and steps: Eq. 1 must hold G' nearer G (and carry gradients into G')."""
     m = setup["models"]
-    common = dict(iters=5, lr=0.01, lambda_sem=10.0, ema_half_life_imgs=0.0, seed=1)
+    # The paper's lr (0.002) over a few steps: the adversarial drift accumulates in the baseline while Eq. 1
+    # pulls +SC back (with a much larger lr, Adam's sign-like steps make both oscillate at the lr's scale).
+    # lambda_sem = 10 makes the difference plain after 6 steps; the run is deterministic (CPU, 1 thread, seed).
+    common = dict(iters=6, lr=0.002, lambda_sem=10.0, ema_half_life_imgs=0.0, seed=2)
     z = torch.randn(8, 128, generator=torch.Generator().manual_seed(5))
     dist = {}
     for variant in ("baseline", "sc"):
@@ -155,7 +158,7 @@ def test_semantic_constraint_keeps_g_prime_closer_to_g(setup):
                           style_images=setup["style"])
         g_prime = hub.load_generator(res.path, device="cpu").g_ema
         dist[variant] = L.semantic_distance(setup["g"], g_prime, z, m)["sem"]
-    assert 0 < dist["sc"] < dist["baseline"], dist
+    assert 0 < dist["sc"] < 0.8 * dist["baseline"], dist
 
     # the Eq. 1 term reaches G' parameters (and only G', G stays frozen)
     g_prime = hub.load_generator(res.path, device="cpu", requires_grad=True).g_ema
@@ -184,6 +187,27 @@ def test_resume_continues_and_matches_uninterrupted_run(setup):
     with pytest.raises(ValueError, match="different finetune"):
         ft.finetune(_cfg(setup, "resume", variant="sc", iters=6), progress=False, lossmodels=setup["models"],
                     style_images=setup["style"])
+
+
+def test_stop_request_saves_state_and_writes_no_generator(setup, monkeypatch):
+    """SIGINT/SIGTERM set Checkpointer.stop_requested; simulate one arriving during step 2."""
+    from facestyle.pretrain.loop import Checkpointer, Interrupted
+
+    class StopDuringStep2(Checkpointer):
+        def due(self):
+            self.calls = getattr(self, "calls", 0) + 1
+            self.stop_requested |= self.calls == 2
+            return super().due()
+
+    cfg = _cfg(setup, "stop", variant="baseline", iters=3)
+    monkeypatch.setattr(ft, "Checkpointer", StopDuringStep2)
+    with pytest.raises(Interrupted):
+        ft.finetune(cfg, progress=False, style_images=setup["style"])
+    out = setup["root"] / "stop"
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 2 and not (out / "generator.pt").exists()
+    monkeypatch.undo()
+    res = ft.finetune(cfg, progress=False, style_images=setup["style"])
+    assert res.step == 3 and [r["step"] for r in JsonlLog(res.log).read()] == [1, 2, 3]
 
 
 def test_style_folder_loader(tmp_path):

@@ -71,6 +71,7 @@ def isolated(tmp_path, monkeypatch):
         if k.startswith("FACESTYLE_CKPT_"):
             monkeypatch.delenv(k)
     monkeypatch.setattr(manifest, "MANIFEST_PATH", tmp_path / "manifest.json")
+    monkeypatch.setattr(hub, "MANIFEST_PATH", tmp_path / "manifest.json")  # mini names resolve to nothing
     hub._MEMO.clear()
     yield
 
@@ -130,7 +131,8 @@ def test_encoder_quality(ckpts, tmp_path):
     assert res["seeds"]["heldout"] == Q.protocol_seeds(3)["heldout"]
     for kind, r in res["kinds"].items():
         assert r["lpips_alex"] > 0
-        assert r["decoder_matches_g"] is True  # embedded or named, the decoder is G
+        # embedded decoder: compared with G; named but unresolvable (not shipped yet): G stands in, unknown
+        assert r["decoder_matches_g"] is (None if kind == "wplus" else True)
         assert set(r["agreement_per_factor"]) == {f.name for f in FACTORS}
         assert 0 <= r["agreement"]["mean_categorical"] <= 1
         assert r["meets_target"] == (r["agreement"]["mean_categorical"] >= 0.9)

@@ -27,6 +27,8 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -263,43 +265,48 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
 
 @contextlib.contextmanager
 def _registry_override(name: str | None, path: Path | None):
-    """Point the registry name ``name`` at ``path`` for the duration (``$FACESTYLE_CKPT_<NAME>``), unless the
-    user already set that variable. Encoder checkpoints name their decoder (``decoder_ckpt``, usually
+    """Point the registry name ``name`` at ``path`` (``$FACESTYLE_CKPT_<NAME>``) for the duration, but only when
+    ``name`` does not resolve by itself. Encoder checkpoints name their decoder (``decoder_ckpt``, usually
     ``mini-stylegan2-64``); while the shipped models are still training that name does not resolve yet, and the
-    generator under test is the decoder anyway."""
+    generator under test replaces the decoder anyway. Yields whether it overrode."""
     var = None
     if name and path is not None:
         try:
             var = hub.get_entry(name).env_var
+            hub.resolve(name, download=False)
+            var = None  # resolves: load what the encoder names, so the comparison with G is a real one
         except hub.CheckpointError:
-            var = None
+            pass
     if var is None or var in os.environ:
-        yield
+        yield False
         return
     os.environ[var] = str(path)
     try:
-        yield
+        yield True
     finally:
         os.environ.pop(var, None)
 
 
 def _load_encoder(ref: Any, g_loaded, device) -> tuple[nn.Module, bool | None]:
-    """A PSP model for ``ref`` whose decoder is ``g_loaded.g_ema`` (when given); also whether the decoder the file
-    holds or names has the same weights as that G (None when no G was given)."""
+    """A PSP model for ``ref`` whose decoder is ``g_loaded.g_ema`` (when given), and whether the decoder the file
+    holds or names has G's weights: None when no G was given or when the named decoder is not available (then
+    G stands in for it)."""
     decoder_ref = None
     if g_loaded is not None and isinstance(ref, (str, os.PathLike)):
         with contextlib.suppress(hub.CheckpointError, OSError):
             ck = hub.load_facestyle_checkpoint(ref, kind=("psp", "encoder"))
             decoder_ref = (ck.get("config") or {}).get("decoder_ckpt")
     with _registry_override(decoder_ref if isinstance(decoder_ref, str) else None,
-                            g_loaded.path if g_loaded is not None else None):
+                            g_loaded.path if g_loaded is not None else None) as overridden:
         psp = ref if isinstance(ref, nn.Module) else hub.load_psp(ref, device=device)
     if g_loaded is None:
         return psp, None
     g = g_loaded.g_ema
-    own = psp.decoder.state_dict()
-    same = all(k in own and own[k].shape == v.shape and torch.equal(own[k].to(v), v)
-               for k, v in g.state_dict().items() if not k.startswith("noises."))
+    same = None
+    if not overridden:
+        own = psp.decoder.state_dict()
+        same = all(k in own and own[k].shape == v.shape and torch.equal(own[k].to(v), v)
+                   for k, v in g.state_dict().items() if not k.startswith("noises."))
     psp.decoder = g  # reconstruct through the generator under test (Z+ also maps through its mapping)
     return psp, same
 
@@ -317,7 +324,8 @@ def encoder_quality(kinds: Sequence[str] = ENCODER_KINDS, encoders: dict[str, An
     * encoders: ``encoders[kind]`` (a hub name or path; default the profile's ``{kind}_encoder_ckpt``), loaded
       with :func:`hub.load_psp`; reconstruction ``G(E(x))`` decodes the W+ codes with G = ``g_ckpt`` and G's
       constant noise (``g_ckpt=None``: the decoder the encoder file holds or names), clamped to [-1, 1].
-      ``decoder_matches_g`` says whether the encoder's own decoder has G's weights;
+      ``decoder_matches_g`` says whether the encoder's own decoder has G's weights (None: its named decoder
+      does not resolve yet, so G stood in for it);
     * ``lpips_alex``: mean ``lpips_distance(x, recon)`` with the profile's ``lpips_eval_net`` (AlexNet; the mini
       profile's seeded backbone) at ``loss_size``;
     * ``agreement``: :func:`metrics.attribute_agreement` of oracle(x) vs oracle(recon) (categorical: same code;
@@ -480,7 +488,8 @@ def _protocol_text(target: str) -> str:
         if line.startswith("Returns"):
             break
         keep.append(line)
-    return "\n".join(keep).strip()
+    # Sphinx roles (":func:`x`") mean nothing in a markdown report; keep the name as code
+    return re.sub(r":\w+:`", "`", "\n".join(keep).strip())
 
 
 def _factor_table(header: Sequence[str], rows: Iterable[Sequence[Any]], precision: int = 3) -> list[str]:
@@ -715,7 +724,10 @@ def main_from_args(args) -> int:
         head = {"agreement": res["agreement"], "style_accuracy": res["style_accuracy"]}
     else:  # argparse's choices make this unreachable from the command line
         raise ValueError(f"unknown quality target {target!r}")
-    paths = write_report(res, args.name, record_manifest=args.record_manifest)
+    command = None
+    if sys.argv and sys.argv[0].endswith("quality.py"):  # python -m facestyle.eval.quality: same arguments
+        command = shlex.join(["facestyle", "quality"] + sys.argv[1:])
+    paths = write_report(res, args.name, record_manifest=args.record_manifest, command=command)
     print(json.dumps({**head, "runtime_s": round(res["runtime_s"], 1), "report": paths["md"],
                       "figure": res.get("figure")}, indent=1, default=M._plain_value))
     return 0

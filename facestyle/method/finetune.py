@@ -165,13 +165,12 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` returns. ``path`` is ``None`` when the run was interrupted before ``iters``."""
+    """What :func:`finetune` returns after ``iters`` steps (an interrupted run raises ``loop.Interrupted``)."""
 
-    path: Path | None
+    path: Path  # <out>/generator.pt
     out: Path
     step: int
     iters: int
-    completed: bool
     parts: dict = field(default_factory=dict)  # loss parts: means over the last logged window
     samples: list = field(default_factory=list)
     log: Path | None = None
@@ -182,7 +181,7 @@ class FinetuneResult:
 # data: style images and pseudo pairs
 # --------------------------------------------------------------------------------------------------------------
 
-def _pil_to_tensor(img, size: int, path) -> torch.Tensor:
+def _pil_to_tensor(img, size: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
@@ -227,7 +226,7 @@ def load_style_folder(folder: str | Path, size: int) -> torch.Tensor:
         try:
             with Image.open(p) as img:
                 img.load()
-                out.append(_pil_to_tensor(img, int(size), p))
+                out.append(_pil_to_tensor(img, int(size)))
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise ValueError(f"{p} is not a readable image ({exc}); remove or replace it") from None
     return torch.stack(out)
@@ -359,8 +358,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     if isinstance(cfg.pairs, dict):  # tolerated: keep tensors out of the recorded config
         pairs, cfg = cfg.pairs, dataclasses.replace(cfg, pairs="<in-memory>")
     cfg = cfg.resolved()
-    if pairs is not None and cfg.pairs is None:
-        cfg = dataclasses.replace(cfg, pairs="<in-memory>")
+    if pairs is not None:  # the argument wins over cfg.pairs; record what was actually used
+        cfg = dataclasses.replace(cfg, pairs="<in-memory>" if isinstance(pairs, dict) else str(pairs))
     prof = get_profile(cfg.profile)
     set_threads(cfg.threads)
     device = get_device(cfg.device)
@@ -526,26 +525,21 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             if step < cfg.iters:
                 maybe_sample()
             if ckpt.due() or step == cfg.iters:
+                # After SIGINT/SIGTERM this save raises loop.Interrupted (exit status 130): nothing below runs
+                # on a half-finished G', and rerunning the same command resumes from this state.
                 ckpt.save(snapshot_state())
-                if ckpt.stop_requested:
-                    if progress:
-                        print(f"stopped at step {step}; rerun the same command to resume")
-                    break
     finally:
         bar.close()
         ckpt.restore_signal_handlers()
 
-    completed = step >= cfg.iters
-    path = None
-    if completed:
-        if not ckpt.path.exists():  # iters=0, or a finished run whose state was removed
-            ckpt.save(snapshot_state())
-        maybe_sample(force=True)
-        meta = _meta(cfg, step, wall, pair_level, 0 if pair_data is None else len(pair_data["wplus"]),
-                     len(style_set), loaded.path, last_parts)
-        path = hub.save_generator_checkpoint(out / "generator.pt", g_ema, latent_avg=latent_avg, meta=meta)
-    return FinetuneResult(path=path, out=out, step=step, iters=cfg.iters, completed=completed, parts=last_parts,
-                          samples=samples, log=log.path, config=cfg)
+    if not ckpt.path.exists():  # iters=0: keep the invariant that a finished run has its state
+        ckpt.save(snapshot_state())
+    maybe_sample(force=True)
+    meta = _meta(cfg, step, wall, pair_level, 0 if pair_data is None else len(pair_data["wplus"]),
+                 len(style_set), loaded.path, last_parts)
+    path = hub.save_generator_checkpoint(out / "generator.pt", g_ema, latent_avg=latent_avg, meta=meta)
+    return FinetuneResult(path=path, out=out, step=step, iters=cfg.iters, parts=last_parts, samples=samples,
+                          log=log.path, config=cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -572,10 +566,7 @@ def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig) -> Pa
 
 def main_from_args(args) -> int:
     cfg = config_from_args(FinetuneConfig, args)
-    result = finetune(cfg, progress=not getattr(args, "no_progress", False))
-    if not result.completed:
-        print(f"interrupted at step {result.step}/{result.iters}; rerun the same command to resume")
-        return 0
+    result = finetune(cfg, progress=not getattr(args, "no_progress", False))  # SIGINT: saves, exits 130
     print(result.path)
     if getattr(args, "export", None):
         print(export(result.path, args.export, result.config))
