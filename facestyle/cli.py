@@ -59,6 +59,12 @@ def cmd_finetune(args) -> int:
     return ft.main_from_args(args)
 
 
+def cmd_quality(args) -> int:
+    from .eval import quality
+
+    return quality.main_from_args(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -102,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft.add_arguments(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("quality", help="mini quality numbers: generator FID/frequencies, encoders, finetune drift")
+    from .eval import quality
+
+    quality.add_arguments(p)
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("pretrain", help="train the mini profile's pretrained models (resumable)")
     psub = p.add_subparsers(dest="what", metavar="MODEL", required=True)
