@@ -65,6 +65,18 @@ def cmd_quality(args) -> int:
     return quality.main_from_args(args)
 
 
+def cmd_pairs(args) -> int:
+    from .method import pairs
+
+    return pairs.main_from_args(args)
+
+
+def cmd_embed_ref(args) -> int:
+    from .method import invert
+
+    return invert.main_from_args(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -108,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft.add_arguments(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("pairs", help="multi-level pseudo pairs for a style set (paper Eq. 4-6)")
+    from .method import invert, pairs
+
+    pairs.add_arguments(p)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("embed-ref", help="invert reference images into V space of G' (section 3.3), cached")
+    invert.add_arguments(p)
+    p.set_defaults(func=cmd_embed_ref)
 
     p = sub.add_parser("quality", help="mini quality numbers: generator FID/frequencies, encoders, finetune drift")
     from .eval import quality

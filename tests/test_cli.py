@@ -6,7 +6,7 @@ import pytest
 
 from facestyle.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain", "finetune", "quality"]
+SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain", "finetune", "quality", "pairs", "embed-ref"]
 
 
 def test_help_lists_subcommands(capsys):

@@ -245,9 +245,10 @@ class InvertSettings:
 class InversionResult:
     """Embeddings of a batch of images in G''s V space.
 
-    All tensors on the CPU. ``v`` ``[B, dim]`` (coordinates over :func:`sefa_basis` rows), ``w = v @ E`` ``[B, dim]`` (a single W code per
-    image: feed it as ``G'.synthesis(w)`` or repeat it into W+, never through the mapping network), ``noises``
-    (``num_layers`` maps ``[B, 1, H, W]``), per-sample LPIPS at the start and at the end, and the settings.
+    All tensors live on the CPU: ``v`` ``[B, dim]`` (coordinates over :func:`sefa_basis` rows), ``w = v @ E``
+    ``[B, dim]`` (a single W code per image: feed it as ``G'.synthesis(w)`` or repeat it into W+, never through
+    the mapping network), ``noises`` (``num_layers`` maps ``[B, 1, H, W]``), per-sample LPIPS at the start and
+    at the end, and the settings.
     """
 
     v: torch.Tensor
