@@ -1,6 +1,6 @@
 """The ``facestyle`` command line: one subcommand per task, each with ``--help``.
 
-Subcommands import their heavy dependencies lazily so ``facestyle --help`` stays instant.
+Subcommands keep their heavy work inside their functions; only argument definitions load at start-up.
 Errors that a user can fix (bad input, missing checkpoint, unknown style/profile/device) print one line
 and exit with status 2; nothing half-written is left behind.
 """
@@ -86,7 +86,10 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facestyle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="facestyle",
+        description="StyleGAN-based facial stylization with semantic preservation constraint and pseudo-paired "
+                    "supervision (Lu & Zhou). Model commands take --profile mini (default, CPU, offline) or ffhq.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="stylize a set of portraits and write one figure (the main job)")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facestyle.config import get_profile
 from facestyle import hub, world
 from facestyle.method import finetune as ft
 from facestyle.method import losses as L
@@ -236,6 +237,6 @@ def test_cli_arguments_give_typed_config():
     cfg = config_from_args(ft.FinetuneConfig, args)
     assert cfg.iters == 7 and cfg.lr == 0.01 and cfg.freeze_mapping is True and cfg.batch is None
     r = cfg.resolved()
-    assert r.batch == 4 and r.r1_gamma == 10.0 and r.lambda_id == 0.1 and r.out == "runs/mini-finetune-anime-sc"
+    assert r.batch == 4 and r.r1_gamma == get_profile("mini").r1_gamma and r.lambda_id == 0.1 and r.out == "runs/mini-finetune-anime-sc"
     with pytest.raises(ValueError, match="unknown variant"):
         ft.FinetuneConfig(variant="ours").resolved()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facestyle.config import get_profile
 from facestyle import hub
 from facestyle.method import invert as I
 from facestyle.method import losses as L
@@ -107,7 +108,7 @@ def test_inversion_lowers_lpips_and_feeds_v_at_e_as_single_w(setup, monkeypatch)
     assert torch.allclose(v0_w, w_avg, atol=1e-4)
     assert len(res.noises) == g.num_layers and res.noises[-1].shape == (2, 1, 64, 64)
     assert torch.allclose(res.noises[0].std((1, 2, 3)), torch.ones(2), atol=1e-4)  # renormalised every step
-    assert res.settings["noise_reg"] == 1e5 and res.settings["lpips_net"] == "vgg"
+    assert res.settings["noise_reg"] == 1e5 and res.settings["lpips_net"] == get_profile("mini").lpips_train_net
     # W+ form used by reference-guided mixing
     assert torch.equal(res.wplus(g.n_latent)[:, 3], res.w)
 

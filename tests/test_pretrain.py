@@ -52,7 +52,7 @@ def test_compact_state_moments_bfloat16():
 
 @pytest.mark.parametrize("what", ["oracle", "identity"])
 def test_judges_lower_loss_and_export(tmp_path, what):
-    cfg = pj.JudgeTrainConfig(what=what, out=str(tmp_path / "{what}"), n_train=48, n_test=16, steps=40, batch=32,
+    cfg = pj.JudgeTrainConfig(what=what, out=str(tmp_path / "{what}"), n_train=48, n_test=16, steps=60, batch=32,
                               lr=3e-3, threads=2)
     model = pj.train(cfg, progress=False)
     log = _log(tmp_path / what / "log.jsonl")

@@ -453,7 +453,6 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
 
     if step == 0:
         maybe_sample()
-    window: list[dict] = []
     ckpt.install_signal_handlers()
     bar = tqdm(total=cfg.iters, initial=min(step, cfg.iters), disable=not progress,
                desc=f"finetune {cfg.style} {cfg.variant}")
@@ -510,14 +509,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             dt = time.perf_counter() - t0
             wall += dt
             rec["s_per_step"] = dt
-            window.append(rec)
-            if step % cfg.log_every == 0 or step == cfg.iters:
-                # Means over the window: single batch-4 values are too noisy to read.
-                keys = sorted({k for r in window for k in r})
-                last_parts = {k: round(sum(r[k] for r in window if k in r) / sum(1 for r in window if k in r), 6)
-                              for k in keys}
-                log.write(step=step, **last_parts)
-                window.clear()
+            logged = log.accumulate(step, cfg.log_every, force=step == cfg.iters, **rec)
+            if logged is not None:
+                last_parts = logged
             bar.update(1)
             bar.set_postfix(adv=f"{rec['adv']:.3f}", d=f"{rec['d']:.3f}",
                             **({"sem": f"{rec['sem']:.3f}"} if "sem" in rec else {}),

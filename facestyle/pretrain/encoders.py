@@ -100,8 +100,7 @@ def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
             wall += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(img=f"{l_img.item():.4f}", lat=f"{l_lat.item():.4f}")
-            if step % 10 == 0:
-                log.write(step=step, img=l_img.item(), lat=l_lat.item())
+            log.accumulate(step, 10, img=l_img.item(), lat=l_lat.item())
             if ckpt.due() or step == cfg.steps:
                 ckpt.save({"encoder": psp.encoder.state_dict(), "opt": opt.state_dict(), "step": step,
                            "wall_s": wall, "config": asdict(cfg)})

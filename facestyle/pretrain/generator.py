@@ -166,7 +166,6 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                 "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "step": step, "wall_s": wall,
                 "config": asdict(cfg), "rng": torch.get_rng_state()}
 
-    window = []
     ckpt.install_signal_handlers()
     bar = tqdm(total=total, initial=step, disable=not progress, desc="mini G")
     try:
@@ -224,11 +223,7 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
             dt = time.perf_counter() - t0
             wall += dt
             rec.update(phase="adv" if adversarial else "warm", rec=l_rec.item(), s_per_step=dt)
-            window.append(rec)
-            if step % 10 == 0:  # log means over the last 10 steps: single-batch values are too noisy to read
-                log.write(step=step, phase=rec["phase"], **{k: round(sum(r[k] for r in window if k in r) /
-                          sum(1 for r in window if k in r), 5) for k in rec if k != "phase"})
-                window.clear()
+            log.accumulate(step, 10, **rec)
             bar.update(1)
             bar.set_postfix(rec=f"{l_rec.item():.4f}", phase=rec["phase"])
             if step % cfg.sample_every == 0 or step == total:

@@ -170,8 +170,7 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
             wall += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % 20 == 0:
-                log.write(step=step, loss=loss.item())
+            log.accumulate(step, 20, loss=loss.item())
             if ckpt.due() or step == cfg.steps:
                 ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                            "step": step, "wall_s": wall, "config": asdict(cfg)})

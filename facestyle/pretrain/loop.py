@@ -36,6 +36,24 @@ class JsonlLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._window: list[dict] = []
+
+    def accumulate(self, step: int, every: int, force: bool = False, **values) -> dict | None:
+        """Collect one step's numbers; every ``every`` steps (or when ``force``) write their means.
+
+        Single-batch losses are too noisy to read or to test against, so logs hold window means.
+        """
+        self._window.append(values)
+        if step % every and not force:
+            return None
+        keys = dict.fromkeys(k for r in self._window for k in r)
+        means = {}
+        for k in keys:
+            vals = [r[k] for r in self._window if k in r]
+            means[k] = vals[-1] if isinstance(vals[-1], str) else round(sum(vals) / len(vals), 6)
+        self._window.clear()
+        self.write(step=step, **means)
+        return means
 
     def write(self, **record) -> None:
         record.setdefault("time", round(time.time(), 3))
