@@ -7,12 +7,12 @@ known content vector ``world.content_from_z(z)`` and G learns to reproduce ``wor
 sharpens details; the reconstruction term stays on as an anchor, so G(z) keeps a known content vector, which
 later lets the repo measure semantic drift exactly.
 
-The warm start splits the generator's two halves, because end to end it stalls: trained through z, G spent
-3,500 steps near the mean face (held-out multi-scale L1 0.167), since the mapping network must first discover
-that only 20 of 128 z coordinates matter, each through a quantile bin. Instead, the synthesis network learns
-from a *content code* ``w = content_code(content)`` - a fixed, seeded linear embedding of the factors
-(continuous values and one-hot categories) - which reached 0.154 in 300 steps with the right backgrounds and
-colours; and the mapping network learns ``mapping(z) ~ content_code(content_from_z(z))`` by regression on a
+The warm start splits the generator's two halves, because end to end it stalls: trained through z, our first
+run spent thousands of steps near the mean face, since the mapping network must first discover that only 20
+of 128 z coordinates matter, each through a quantile bin. Instead, the synthesis network learns from a
+*content code* ``w = content_code(content)`` - a fixed, seeded linear embedding of the factors (continuous
+values and one-hot categories), which gave the right backgrounds and colours within a few hundred steps - and
+the mapping network learns ``mapping(z) ~ content_code(content_from_z(z))`` by regression on a
 large cheap batch. Together ``G(z) = synthesis(mapping(z))`` reproduces the renderer, and W linearly encodes
 content, as an ideal StyleGAN W would. The adversarial phase then trains G end to end from z.
 
