@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facestyle import align
@@ -17,13 +16,7 @@ from facestyle import align
 pytest.importorskip("facenet_pytorch")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """MTCNN on one thread: the cores are shared with background training."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

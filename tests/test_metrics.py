@@ -21,14 +21,7 @@ from facestyle.nn import perceptual as P
 from facestyle.world import FACTORS, STYLE_BIAS, factor_index, render, sample_content
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: these small batches gain nothing from two, and when the cores are shared with other
-    jobs OpenMP's barrier waits make some convolutions (facenet's Block35) about 100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +98,7 @@ def test_fid_rank_deficient_is_finite():
 def test_attribute_agreement_on_constructed_contents():
     a = sample_content(40, seed=0)
     b = a.clone()
-    gl, sm, bg = factor_index("glasses"), factor_index("smile"), factor_index("background")
+    gl, sm = factor_index("glasses"), factor_index("smile")
     b[:10, gl] = (b[:10, gl] + 1) % 3           # 10 of 40 glasses codes changed -> 0.75
     b[:, sm] = (b[:, sm] + 0.05).clamp(0, 1)     # within tolerance everywhere -> 1.0
     b[:20, factor_index("yaw")] = 1 - b[:20, factor_index("yaw")]  # changed where |1 - 2 yaw| >= 0.1

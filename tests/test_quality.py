@@ -20,13 +20,7 @@ from facestyle.world import FACTORS
 N = 24  # images per set: enough for every code path, small enough for a CPU test
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small batches gain nothing from two threads, and the cores are shared with other jobs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from facestyle.method.latents import scale_mix_layer, truncate
 from facestyle.method.stylize import Stylizer, as_image_batch, resolve_mix_layer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small batches gain nothing from two threads, and the cores are shared with other jobs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)
