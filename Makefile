@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test bench figures
+.PHONY: install install-test demo test bench notebooks
 
 # torch/torchvision pinned: these exact wheels are what we test on (an unpinned torch pulls a multi-GB build).
 # facenet-pytorch --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with current versions.
@@ -20,8 +20,14 @@ install-test:
 demo: install
 	$(PY) -m facestyle demo --profile mini
 
+# FACESTYLE_FAST=1: notebooks run every cell with small counts under nbval (tests/ and notebooks/ both run);
+# their figures go to a scratch folder so a test run never rewrites the committed ones.
 test: install-test
-	$(PY) -m pytest -q
+	FACESTYLE_FAST=1 FACESTYLE_FIGURES=$$(mktemp -d) $(PY) -m pytest -q
 
 bench:
 	$(PY) -m facestyle bench --size 256 --batch 16
+
+# Re-run every notebook in full mode and store its outputs (what a reader sees on GitHub).
+notebooks:
+	for nb in notebooks/[0-9]*.ipynb; do $(PY) -c "from facestyle.notebook import execute; execute('$$nb')" || exit 1; done

@@ -1,0 +1,117 @@
+"""Plumbing shared by the course notebooks: parameters, fast mode, recorded numbers, friendly errors.
+
+Every notebook starts with a ``parameters`` cell of literals (papermill overrides it:
+``papermill notebooks/03_finetune.ipynb out.ipynb -p style anime``), then calls :func:`setup`. nbval cannot
+inject parameters, so the fast CI mode comes from the environment: ``FACESTYLE_FAST=1`` (set by ``make test``)
+shrinks every iteration count while still running every cell, as pyro's tutorials do with smoke tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import STYLES, Profile, check_style, get_profile
+from .utils import atomic_write, get_device
+from .viz import figure_path
+
+
+def fast_mode(fast: bool | None = None) -> bool:
+    """Explicit ``fast`` wins; otherwise ``FACESTYLE_FAST=1`` in the environment."""
+    if fast is not None:
+        return bool(fast)
+    return os.environ.get("FACESTYLE_FAST", "") not in ("", "0", "false", "False")
+
+
+@dataclass
+class Session:
+    """What a notebook needs after its parameters cell: the resolved profile, device, mode and a recorder."""
+
+    notebook: str
+    profile: Profile
+    device: object
+    seed: int
+    fast: bool
+    style: str | None = None
+    numbers: dict = field(default_factory=dict)
+
+    def n(self, full: int, fast: int) -> int:
+        """An iteration count or sample size: ``full`` normally, ``fast`` in CI's smoke mode."""
+        return fast if self.fast else full
+
+    def figure(self, name: str) -> Path:
+        """Where a figure of this notebook goes: ``figures/<profile>/<name>`` (names say which paper figure)."""
+        return figure_path(self.profile.name, name)
+
+    def record(self, **numbers) -> dict:
+        """Keep key numbers in ``figures/<profile>/numbers/<notebook>.json`` so tests and readers can check them.
+
+        The fast mode writes under ``numbers/fast/`` so a CI run never overwrites a full run's record."""
+        self.numbers.update(numbers)
+        sub = "numbers/fast" if self.fast else "numbers"
+        path = figure_path(self.profile.name, f"{sub}/{self.notebook}.json")
+        with atomic_write(path, "w") as fh:
+            json.dump(self.numbers, fh, indent=1, sort_keys=True, default=float)
+            fh.write("\n")
+        return self.numbers
+
+
+class NotebookError(ValueError):
+    """A user-fixable problem in a notebook's parameters; shown as one line, not a stack trace."""
+
+    def _render_traceback_(self):  # IPython shows this instead of the traceback
+        return [f"NotebookError: {self}"]
+
+
+def setup(notebook: str, profile: str = "mini", device: str = "auto", seed: int = 0, style: str | None = None,
+          fast: bool | None = None) -> Session:
+    """Validate a notebook's parameters and return its :class:`Session` (unknown profile, style or device stop
+    here with one clear line)."""
+    import torch
+
+    try:
+        prof = get_profile(profile)
+        dev = get_device(device)
+        if style is not None:
+            check_style(style)
+    except ValueError as exc:
+        raise NotebookError(f"{exc} (fix the parameters cell, or pass -p to papermill)") from None
+    torch.manual_seed(seed)
+    return Session(notebook=notebook, profile=prof, device=dev, seed=seed, fast=fast_mode(fast), style=style)
+
+
+__all__ = ["setup", "Session", "NotebookError", "fast_mode", "STYLES"]
+
+
+def execute(path: str | os.PathLike, fast: bool = False, timeout: int = 1800) -> Path:
+    """Run a notebook top to bottom in place (full mode by default) and keep its JSON clean: outputs stay,
+    execution counts are renumbered and timing metadata is dropped, so diffs show only real changes."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    env_fast = os.environ.get("FACESTYLE_FAST")
+    os.environ["FACESTYLE_FAST"] = "1" if fast else "0"
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if env_fast is None:
+            os.environ.pop("FACESTYLE_FAST", None)
+        else:
+            os.environ["FACESTYLE_FAST"] = env_fast
+    count = 0
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            for out in cell.get("outputs", []):
+                if "execution_count" in out:
+                    out["execution_count"] = count
+    nb.metadata.pop("papermill", None)
+    with atomic_write(path, "w") as fh:
+        nbformat.write(nb, fh)
+    return path
