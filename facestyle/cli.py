@@ -7,7 +7,21 @@ and exit with status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+MODULE_COMMANDS = (
+    ("finetune", ".method.finetune", "finetune G into a style: baseline (G*), +SC, +PC or +SC&PC (paper Eq. 3)"),
+    ("pairs", ".method.pairs", "multi-level pseudo pairs for a style set (paper Eq. 4-6)"),
+    ("embed-ref", ".method.invert", "invert reference images into V space of G' (section 3.3), cached"),
+    ("quality", ".eval.quality", "mini quality numbers: generator FID/frequencies, encoders, finetune drift"),
+)
+PRETRAIN_COMMANDS = (
+    ("generator", ".pretrain.generator", "the 64 px StyleGAN2: supervised warm start, then adversarial"),
+    ("oracle", ".pretrain.judges", "the evaluation oracle (factors + domain, all six domains)"),
+    ("identity", ".pretrain.judges", "the identity network for the mini identity loss (real domain)"),
+    ("encoder", ".pretrain.encoders", "a pSp-style encoder (W, W+ or Z+) against the frozen mini generator"),
+)
 
 
 def _add_common(p: argparse.ArgumentParser, *, style: bool = False) -> None:
@@ -43,38 +57,6 @@ def cmd_world(args) -> int:
     path = six_domains_figure(n=args.n, seed=args.seed, size=args.size, path=args.out)
     print(path)
     return 0
-
-
-def cmd_pretrain(args) -> int:
-    import importlib
-
-    name = {"generator": "generator", "encoder": "encoders"}.get(args.what, "judges")
-    module = importlib.import_module(f".pretrain.{name}", __package__)
-    return module.main_from_args(args)
-
-
-def cmd_finetune(args) -> int:
-    from .method import finetune as ft
-
-    return ft.main_from_args(args)
-
-
-def cmd_quality(args) -> int:
-    from .eval import quality
-
-    return quality.main_from_args(args)
-
-
-def cmd_pairs(args) -> int:
-    from .method import pairs
-
-    return pairs.main_from_args(args)
-
-
-def cmd_embed_ref(args) -> int:
-    from .method import invert
-
-    return invert.main_from_args(args)
 
 
 def cmd_demo(args) -> int:
@@ -118,44 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_world)
 
-    p = sub.add_parser("finetune", help="finetune G into a style: baseline (G*), +SC, +PC or +SC&PC (paper Eq. 3)")
-    from .method import finetune as ft
-
-    ft.add_arguments(p)
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("pairs", help="multi-level pseudo pairs for a style set (paper Eq. 4-6)")
-    from .method import invert, pairs
-
-    pairs.add_arguments(p)
-    p.set_defaults(func=cmd_pairs)
-
-    p = sub.add_parser("embed-ref", help="invert reference images into V space of G' (section 3.3), cached")
-    invert.add_arguments(p)
-    p.set_defaults(func=cmd_embed_ref)
-
-    p = sub.add_parser("quality", help="mini quality numbers: generator FID/frequencies, encoders, finetune drift")
-    from .eval import quality
-
-    quality.add_arguments(p)
-    p.set_defaults(func=cmd_quality)
+    # Commands whose module defines its own add_arguments / main_from_args (the module is the single source of
+    # truth for its options, so the CLI, notebooks and tests share one parser).
+    for name, module, text in MODULE_COMMANDS:
+        p = sub.add_parser(name, help=text)
+        mod = importlib.import_module(module, __package__)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.main_from_args)
 
     p = sub.add_parser("pretrain", help="train the mini profile's pretrained models (resumable)")
     psub = p.add_subparsers(dest="what", metavar="MODEL", required=True)
-    from .pretrain import encoders as pe, generator as pg, judges as pj
-
-    q = psub.add_parser("generator", help="the 64 px StyleGAN2: supervised warm start, then adversarial")
-    pg.add_arguments(q)
-    q.set_defaults(func=cmd_pretrain)
-    for what, text in (("oracle", "the evaluation oracle (factors + domain, all six domains)"),
-                       ("identity", "the identity network for the mini identity loss (real domain)")):
+    for what, module, text in PRETRAIN_COMMANDS:
         q = psub.add_parser(what, help=text)
-        pj.add_arguments(q)
-        q.set_defaults(func=cmd_pretrain, what=what)
-    q = psub.add_parser("encoder", help="a pSp-style encoder (W, W+ or Z+) against the frozen mini generator")
-    q.add_argument("--kind", choices=["w", "wplus", "zplus"], default="wplus")
-    pe.add_arguments(q)
-    q.set_defaults(func=cmd_pretrain)
+        mod = importlib.import_module(module, __package__)
+        if what == "encoder":
+            q.add_argument("--kind", choices=["w", "wplus", "zplus"], default="wplus")
+        mod.add_arguments(q)
+        q.set_defaults(func=mod.main_from_args, what=what)
     return parser
 
 
