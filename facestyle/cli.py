@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_world)
 
+    from . import apps
+
+    p = sub.add_parser("align", help="FFHQ-aligned face crops from photos (MTCNN 5 points)")
+    apps.add_align_arguments(p)
+    p.set_defaults(func=apps.align_main)
+    p = sub.add_parser("stylize", help="stylize photos: general, multimodal or reference-guided (paper 3, 3.3)")
+    apps.add_stylize_arguments(p)
+    p.set_defaults(func=apps.stylize_main)
+
     # Commands whose module defines its own add_arguments / main_from_args (the module is the single source of
     # truth for its options, so the CLI, notebooks and tests share one parser).
     for name, module, text in MODULE_COMMANDS:

@@ -6,7 +6,7 @@ import pytest
 
 from facestyle.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain", "finetune", "quality", "pairs", "embed-ref"]
+SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain", "finetune", "quality", "pairs", "embed-ref", "align", "stylize"]
 
 
 def test_help_lists_subcommands(capsys):
