@@ -14,6 +14,7 @@ MODULE_COMMANDS = (
     ("finetune", ".method.finetune", "finetune G into a style: baseline (G*), +SC, +PC or +SC&PC (paper Eq. 3)"),
     ("pairs", ".method.pairs", "multi-level pseudo pairs for a style set (paper Eq. 4-6)"),
     ("embed-ref", ".method.invert", "invert reference images into V space of G' (section 3.3), cached"),
+    ("eval", ".eval.study", "paper tables: ablation (Table 4) or pair levels (Table 5), markdown + JSON"),
     ("quality", ".eval.quality", "mini quality numbers: generator FID/frequencies, encoders, finetune drift"),
 )
 PRETRAIN_COMMANDS = (

@@ -15,7 +15,7 @@ def single_thread():
 
 @pytest.fixture(scope="session")
 def mini_ckpts(tmp_path_factory):
-    """A random mini G, a different random G' (standing in for a finetune) and untrained W / W+ / Z+ encoders."""
+    """A random mini G (with its D), a different random G' (standing in for a finetune) and untrained W / W+ / Z+ encoders."""
     from facestyle import hub
     from facestyle.config import get_profile
     from facestyle.pretrain.encoders import build_psp
@@ -25,10 +25,10 @@ def mini_ckpts(tmp_path_factory):
     paths = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        g, _ = build_models("mini")
+        g, disc = build_models("mini")
         g.eval()
         latent_avg = g.mean_latent(256, generator=torch.Generator().manual_seed(0))
-        paths["g"] = hub.save_generator_checkpoint(d / "g.pt", g, latent_avg=latent_avg)
+        paths["g"] = hub.save_generator_checkpoint(d / "g.pt", g, latent_avg=latent_avg, d=disc)
         g2, _ = build_models("mini")
         paths["g2"] = hub.save_generator_checkpoint(d / "g2.pt", g2.eval(), latent_avg=latent_avg)
         for kind in ("w", "wplus", "zplus"):
