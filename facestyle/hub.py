@@ -413,6 +413,16 @@ def _verify_local(e: Entry, path: Path) -> None:
             _report_unverified(e, path, digest)
 
 
+def install_path(name: str) -> Path:
+    """Where a file that facestyle trains for registry ``name`` goes so that the hub finds it: shipped mini names
+    in the package (``facestyle/checkpoints/mini/<name without mini->.pt``; the manifest then records it),
+    everything else in the cache under the entry's file name."""
+    e = get_entry(name)
+    if e.shipped:
+        return MINI_DIR / f"{e.name.removeprefix('mini-')}.pt"
+    return cache_dir() / e.filename
+
+
 def _mini_path(e: Entry) -> Path:
     rec = _read_manifest().get(e.name)
     if not isinstance(rec, dict):
@@ -484,6 +494,15 @@ class VerifyResult:
     sha256: str
     expected: str | None
     status: str  # "verified" | "prefix-verified" | "unverified"
+
+
+def is_available(name_or_path: str | os.PathLike) -> bool:
+    """Whether :func:`resolve` finds the file without downloading anything."""
+    try:
+        resolve(name_or_path, download=False)
+        return True
+    except CheckpointError:
+        return False
 
 
 def verify(name_or_path: str | os.PathLike, *, download: bool = False) -> VerifyResult:

@@ -44,6 +44,46 @@ class Session:
         """Where a figure of this notebook goes: ``figures/<profile>/<name>`` (names say which paper figure)."""
         return figure_path(self.profile.name, name)
 
+    def runs_dir(self, name: str) -> Path:
+        """``runs/<name>`` under the repository (``runs/fast/<name>`` in the fast mode), for caches and runs."""
+        from .utils import REPO_ROOT
+
+        return REPO_ROOT / "runs" / ("fast" if self.fast else "") / name
+
+    def steps(self, iters: int, n: int) -> list[int]:
+        """``n + 1`` evenly spaced checkpoints ``0 .. iters`` (``[0, 1, 2]`` in the fast mode)."""
+        if self.fast:
+            return [0, 1, 2]
+        return sorted({round(int(iters) * k / n) for k in range(n + 1)})
+
+    def study_settings(self, **overrides):
+        """:class:`facestyle.eval.study.StudySettings` for this session: full counts normally; in the fast mode a
+        few iterations, 8 style images, 16 evaluation latents and a separate ``runs/fast`` folder, so a CI run
+        never reuses or overwrites a full run's finetunes."""
+        from .eval.study import StudySettings
+
+        base = {"profile": self.profile.name, "device": str(self.device), "seed": self.seed,
+                "root": str(self.runs_dir("study"))}
+        if self.fast:
+            base.update(iters=2, pair_iters=2, n_style=8, n_eval=16)
+        base.update(overrides)
+        return StudySettings(**base)
+
+    def style_generator(self, style: str, variant: str = "sc_pc"):
+        """G' of ``style``: the shipped (mini) or cached (ffhq) +SC&PC checkpoint when there is one, else a
+        finetune run here with :func:`facestyle.eval.study.finetune_variant` (resumable; reused next time)."""
+        from . import hub
+        from .eval.study import finetune_variant
+
+        check_style(style)
+        if variant == "sc_pc":
+            name = self.profile.style_generator_ckpt.format(style=style)
+            try:
+                return hub.resolve(name, download=False)
+            except hub.CheckpointError:
+                print(f"{name} is not available: finetuning it here ({'fast mode' if self.fast else 'full run'})")
+        return finetune_variant(style, variant, self.study_settings()).path
+
     def record(self, **numbers) -> dict:
         """Keep key numbers in ``figures/<profile>/numbers/<notebook>.json`` so tests and readers can check them.
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -53,3 +54,30 @@ def save_image(array: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Pa
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 1) -> Path:
     return save_image(make_grid(images, nrow=nrow), path, scale=scale)
+
+
+def plot_log(log_path: str | os.PathLike, keys: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+    """Curves of ``keys`` over ``step`` from a facestyle JSON-lines training log (window means), one panel each."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts))
+        ax.set_title(k, fontsize=9), ax.set_xlabel("step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return out

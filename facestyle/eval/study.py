@@ -37,6 +37,7 @@ from . import metrics as M
 VARIANT_NAMES = {"baseline": "baseline (G*)", "sc": "+SC", "pc": "+PC", "sc_pc": "+SC&PC"}
 TABLE_COLUMNS = ("style", "variant", "pair_level", "iters", "semantic_distance", "agreement_categorical",
                  "agreement_continuous", "style_accuracy", "fid_oracle", "ideal_distance", "finetune_s")
+PAPER_PAIR_LEVEL = {"anime": 1}  # appendix: W_1^+ for anime, W_2^+ for the other styles
 _FID_SEED = 9_001  # texture/content seed of the style reference set: disjoint from world.STYLE_SEEDS
 
 
@@ -133,6 +134,27 @@ def _pairs(style: str, level: int, s: StudySettings, g_star: Path | None) -> Pat
     return path
 
 
+def paper_pair_level(style: str) -> int:
+    """The pair level the paper uses per style (appendix, hyperparameters): W_1^+ for anime, W_2^+ otherwise."""
+    return PAPER_PAIR_LEVEL.get(check_style(style), 2)
+
+
+def finetune_variant(style: str, variant: str = "sc_pc", settings: StudySettings | None = None,
+                     pair_level: int | None = None):
+    """Finetune one variant of one style as the studies do (same seed, same style batches; the pairs it needs
+    and the baseline G* that level-2 pairs need are made first). Finished runs are reused, interrupted ones
+    resume. Returns the :class:`~facestyle.method.finetune.FinetuneResult`."""
+    s = settings or StudySettings()
+    style = check_style(style)
+    if variant not in VARIANT_NAMES:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANT_NAMES)}")
+    if variant in ("pc", "sc_pc"):
+        level = paper_pair_level(style) if pair_level is None else int(pair_level)
+        g_star = _finetune(style, "baseline", s, None, None).path if level == 2 else None
+        return _finetune(style, variant, s, _pairs(style, level, s, g_star), level)
+    return _finetune(style, variant, s, None, None)
+
+
 def _finetune(style: str, variant: str, s: StudySettings, pairs: Path | None, level: int | None):
     from ..method.finetune import FinetuneConfig, finetune
 
@@ -185,17 +207,20 @@ def _write(rows: list[dict], name: str, title: str, s: StudySettings) -> tuple[P
     return md, js
 
 
-def ablation(styles: Sequence[str] = STYLES, settings: StudySettings | None = None, pair_level: int = 3,
+def ablation(styles: Sequence[str] = STYLES, settings: StudySettings | None = None, pair_level: int | None = None,
              name: str = "table4_ablation") -> dict:
     """Paper Table 4: baseline, +SC, +PC and +SC&PC finetunes of every style from the same G, seed and style
-    batches, measured by :func:`evaluate_finetune`; writes ``figures/<profile>/table4_ablation.{md,json}`` and
+    batches, measured by :func:`evaluate_finetune`; pairs of ``pair_level`` (default :func:`paper_pair_level`); writes ``figures/<profile>/table4_ablation.{md,json}`` and
     the per-factor drift figure ``fig10_drift_per_factor.png`` (baseline vs +SC&PC)."""
     s = settings or StudySettings()
-    runs = [("baseline", None), ("sc", None), ("pc", pair_level), ("sc_pc", pair_level)]
     judges = Judges.build(s.profile, s.device, oracle=s.oracle, identity=s.identity)
-    rows = [r for st in styles for r in run_variants(st, runs, s, judges)]
+    rows = []
+    for st in styles:
+        lv = paper_pair_level(st) if pair_level is None else int(pair_level)
+        rows += run_variants(st, [("baseline", None), ("sc", None), ("pc", lv), ("sc_pc", lv)], s, judges)
     fig = drift_figure(rows, figure_path(s.profile, "fig10_drift_per_factor.png"))
-    md, js = _write(rows, name, f"Table 4 (mini remake): ablation, pair level {pair_level}", s)
+    levels = "the paper's per style (anime 1, others 2)" if pair_level is None else str(pair_level)
+    md, js = _write(rows, name, f"Table 4 (mini remake): ablation, pair level {levels}", s)
     return {"rows": rows, "markdown": md, "json": js, "figure": fig}
 
 
@@ -233,14 +258,7 @@ def drift_figure(rows: Sequence[dict], path, variants: Sequence[str] = ("baselin
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ..utils import atomic_write
-
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save_fig(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -250,7 +268,8 @@ def drift_figure(rows: Sequence[dict], path, variants: Sequence[str] = ("baselin
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", choices=("ablation", "pairs"), help="ablation: Table 4; pairs: Table 5")
     p.add_argument("--style", default="all", help="one style, a comma list, or all")
-    p.add_argument("--pair-level", type=int, default=3, help="pair level of the ablation's +PC / +SC&PC runs")
+    p.add_argument("--pair-level", type=int, default=None,
+                   help="pair level of the ablation's +PC / +SC&PC runs (default: the paper's, anime 1, others 2)")
     p.add_argument("--levels", default="1,2,3", help="levels of the pair study")
     for f in dataclasses.fields(StudySettings):
         if f.name in ("progress",):
@@ -272,3 +291,272 @@ def main_from_args(args) -> int:
     print(Path(res["markdown"]).read_text())
     print(f"wrote {res['markdown']} and {res['json']} in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# latent shift over finetuning iterations (paper section 3.1, Fig. 3 and Fig. 5)
+# --------------------------------------------------------------------------------------------------------------
+
+def latent_shift(style: str, settings: StudySettings | None = None, variants: Sequence[str] = ("baseline", "sc"),
+                 steps: Sequence[int] = (0, 250, 500, 1000), n_samples: int = 6, n_latents: int = 512,
+                 judges: Judges | None = None) -> dict:
+    """Finetune ``variants`` from the same G, seed and style batches and look at them at each of ``steps``.
+
+    Each step extends the same resumable run (``finetune`` with a larger ``iters`` continues a finished run, and
+    equals an uninterrupted one), so a step costs only its new iterations. Per variant and step this records:
+    ``semantic_distance`` (protocol of :func:`evaluate_finetune`, ``settings.n_eval`` latents), ``samples``
+    (G'_t(z) for ``n_samples`` fixed z, with G's constant noise: paper Fig. 5), and ``w`` (G'_t's mapping of
+    ``n_latents`` fixed z: the W distribution whose shift Fig. 3 shows; the mapping network is trained).
+    """
+    s = settings or StudySettings()
+    style = check_style(style)
+    prof = get_profile(s.profile)
+    dev = get_device(s.device)
+    judges = judges or Judges.build(s.profile, dev, oracle=s.oracle, identity=s.identity)
+    g = hub.load_generator(s.generator or prof.generator_ckpt, dev, expected_size=prof.generator.size).g_ema
+    gen = torch.Generator().manual_seed(s.seed + 12_345)
+    z_show = torch.randn(n_samples, g.style_dim, generator=gen).to(dev)
+    z_w = torch.randn(n_latents, g.style_dim, generator=gen).to(dev)
+    with torch.no_grad():
+        ws_eval = M.semantic_latents(g, n=s.n_eval, seed=s.seed)
+    noise = g.const_noise()
+    out = {"style": style, "steps": [int(t) for t in steps], "variants": {}}
+    for v in variants:
+        rec = {"semantic_distance": [], "samples": [], "w": []}
+        for t in steps:
+            if t == 0:
+                gp = g
+            else:
+                res = _finetune(style, v, dataclasses.replace(s, iters=int(t)), None, None)
+                gp = hub.load_generator(res.path, dev).g_ema
+            with torch.no_grad():
+                sd = M.semantic_distance(g, gp, ws_eval, judges.lpips, judges.identity, profile=s.profile)
+                rec["semantic_distance"].append(sd["semantic_distance"])
+                rec["samples"].append(gp.synthesis(gp.mapping(z_show), noise=noise).clamp(-1, 1).cpu())
+                rec["w"].append(gp.mapping(z_w).cpu())
+        out["variants"][VARIANT_NAMES[v]] = rec
+    return out
+
+
+def _save_fig(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ..utils import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def shift_samples_figure(shift: dict, path) -> Path:
+    """Paper Fig. 5 remade: per variant, G'_t(z) for the same z at every recorded step (rows: variant x step)."""
+    from ..viz import make_grid
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(v, t, x) for v, r in shift["variants"].items() for t, x in zip(shift["steps"], r["samples"])]
+    fig, axes = plt.subplots(len(items), 1, figsize=(1.3 * len(items[0][2]) + 1.2, 1.35 * len(items)))
+    for ax, (v, t, x) in zip(list(getattr(axes, "flat", [axes])), items):
+        ax.imshow(make_grid(x, nrow=len(x)))
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_ylabel(f"{v}\nstep {t}", rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def shift_curves_figure(shift: dict, path) -> Path:
+    """Semantic distance SD(G, G'_t) over finetuning steps (left) and the W distribution shift (right): G'_t's
+    mapping of fixed z projected on the two principal axes of G's W (paper Fig. 3: latents that should decode
+    to the same content move away as the unconstrained finetune proceeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = shift["steps"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for v, r in shift["variants"].items():
+        a.plot(steps, r["semantic_distance"], marker="o", label=v)
+    a.set_xlabel("finetuning iteration"), a.set_ylabel("semantic distance SD(G, G')"), a.legend()
+    first = next(iter(shift["variants"].values()))
+    w0 = first["w"][0]
+    mean = w0.mean(0)
+    _, _, vh = torch.linalg.svd(w0 - mean, full_matrices=False)
+    axes2 = vh[:2].T
+    b.scatter(*((w0 - mean) @ axes2).T, s=4, c="0.6", label="G (step 0)")
+    for v, r in shift["variants"].items():
+        p = (r["w"][-1] - mean) @ axes2
+        b.scatter(*p.T, s=4, alpha=0.6, label=f"{v}, step {steps[-1]}")
+    b.set_xlabel("PC 1 of W(G)"), b.set_ylabel("PC 2"), b.legend(markerscale=3, fontsize=8)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def w_shift(shift: dict) -> dict[str, list[float]]:
+    """Mean distance ||w_G'_t(z) - w_G(z)|| over the fixed z, per variant and step: how far W itself moved."""
+    out = {}
+    for v, r in shift["variants"].items():
+        w0 = r["w"][0]
+        out[v] = [float((w - w0).norm(dim=1).mean()) for w in r["w"]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pseudo-pair quality (paper section 3.2 / 4.5)
+# --------------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def pair_quality(style_images: torch.Tensor, content: torch.Tensor | None, levels: dict, judges: Judges,
+                 batch: int = 100) -> list[dict]:
+    """How real, and how faithful to S, each level's pseudo-real images P_k are.
+
+    ``levels`` maps a label (e.g. ``"P1"``) to images ``[N, 3, H, W]`` paired with ``style_images``. Per label:
+    ``lpips_to_s`` (LPIPS-alex between S and P_k: how far the pair moves from the style image),
+    ``real_share`` (share the oracle calls real: is P_k a real-domain portrait?), and, when the true ``content``
+    of S is known (mini), ``agreement_categorical`` / ``agreement_continuous`` between it and the oracle's
+    reading of P_k (does the pair keep S's content?).
+    """
+    from ..nn.perceptual import lpips_distance
+
+    rows = []
+    for label, p in levels.items():
+        p = p.float().cpu()
+        lp = torch.cat([lpips_distance(style_images[i:i + batch], p[i:i + batch], judges.lpips).cpu()
+                        for i in range(0, len(p), batch)])
+        _, c, d = _read(judges.oracle, p, batch)
+        row = {"pairs": label, "lpips_to_s": float(lp.mean()),
+               "real_share": float((d.cpu() == world.DOMAINS.index("real")).float().mean())}
+        if content is not None:
+            agr = M.attribute_agreement(content[:len(p)], c.cpu())
+            row.update(agreement_categorical=agr["mean_categorical"], agreement_continuous=agr["mean_continuous"])
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# stylization of inputs: metrics, method comparison (Tables 1, 3, 6), mixing levels (section 4.4)
+# --------------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def stylization_metrics(inputs: torch.Tensor, outputs: torch.Tensor, style: str, judges: Judges,
+                        content: torch.Tensor | None = None, batch: int = 100) -> dict:
+    """Metrics of stylized ``outputs`` of real ``inputs`` (same order), the paper's Table 1 / 6 columns in mini:
+
+    ``lpips_in_out`` (LPIPS-alex input vs output, the paper's "Dis."), ``id_distance`` (1 - cos of the identity
+    embeddings), ``style_accuracy`` (oracle domain = style), ``fid_oracle`` (vs the style's distribution, as in
+    :func:`evaluate_finetune`) and, with the inputs' true ``content`` (mini), ``agreement_*`` (oracle reading of
+    the output vs the true content) and ``ideal_distance`` (LPIPS-alex to the world's own stylization).
+    """
+    from ..nn.perceptual import identity_distance, lpips_distance
+
+    x, y = inputs.float().cpu(), outputs.float().clamp(-1, 1).cpu()
+    dev = next(judges.lpips.parameters(), torch.empty(0)).device
+    lp = torch.cat([lpips_distance(x[i:i + batch].to(dev), y[i:i + batch].to(dev), judges.lpips).cpu()
+                    for i in range(0, len(x), batch)])
+    idd = torch.cat([identity_distance(x[i:i + batch].to(dev), y[i:i + batch].to(dev), judges.identity).cpu()
+                     for i in range(0, len(x), batch)])
+    fy, cy, dy = _read(judges.oracle, y, batch)
+    ref_content = world.sample_content(max(len(y), 64), seed=_FID_SEED, bias=world.STYLE_BIAS[style])
+    fr, _, _ = _read(judges.oracle, world.render(ref_content, style, size=y.shape[-1], seed=_FID_SEED), batch)
+    out = {"lpips_in_out": float(lp.mean()), "id_distance": float(idd.mean()),
+           "style_accuracy": float((dy.cpu() == world.DOMAINS.index(style)).float().mean()),
+           "fid_oracle": M.frechet_distance(fy.cpu(), fr.cpu())}
+    if content is not None:
+        agr = M.attribute_agreement(content, cy.cpu())
+        out.update(agreement_categorical=agr["mean_categorical"], agreement_continuous=agr["mean_continuous"],
+                   ideal_distance=M.ideal_distance(y, content, style, judges.lpips))
+    return out
+
+
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def compare_methods(style: str, settings: StudySettings | None = None, n_inputs: int = 200,
+                    judges: Judges | None = None, g_prime: Any = None, toonify_switch_res: int = 16) -> dict:
+    """Paper Tables 1, 3 and 6 in mini: the method against the in-repo baselines on the same real inputs.
+
+    Inputs: ``n_inputs`` held-out real renders (seed 777, content known). Every method gets the same content
+    codes - the W encoder's, truncated with the style's psi - so the comparison isolates the generator:
+
+    * **Ours**: G' finetuned with +SC&PC (``g_prime``, default :func:`finetune_variant`);
+    * **G* (finetune)**: the unconstrained finetune;
+    * **Toonify**: :func:`~facestyle.method.baselines.layer_swap`, layers below ``toonify_switch_res`` from G*,
+      the rest from G;
+    * **UI2I**: :func:`~facestyle.method.baselines.ui2i_pipeline` (G's layers below 32 px swapped into G*).
+
+    Returns ``{"rows", "images", "inputs"}``: per method the metrics of :func:`stylization_metrics`, the
+    generator's parameter count, the finetune's wall time and the measured stylization throughput
+    (images/s on this machine, encoder included).
+    """
+    from ..method.baselines import layer_swap, ui2i_generator
+    from ..method.stylize import Stylizer
+
+    s = settings or StudySettings()
+    style = check_style(style)
+    prof = get_profile(s.profile)
+    dev = get_device(s.device)
+    judges = judges or Judges.build(s.profile, dev, oracle=s.oracle, identity=s.identity)
+    ours = g_prime if g_prime is not None else finetune_variant(style, "sc_pc", s).path
+    star = finetune_variant(style, "baseline", s)
+    base = hub.load_generator(s.generator or prof.generator_ckpt, dev, expected_size=prof.generator.size)
+    g_star = hub.load_generator(star.path, dev).g_ema
+    content = world.sample_content(n_inputs, seed=777)
+    inputs = world.render(content, "real", size=prof.generator.size, seed=777)
+    methods = {"Ours (+SC&PC)": ours, "G* (finetune)": g_star,
+               "Toonify (layer swap)": layer_swap(base.g_ema, g_star, toonify_switch_res),
+               "UI2I (layer swap + V)": ui2i_generator(base.g_ema, g_star)}
+    wall = {"Ours (+SC&PC)": _wall_of(ours), "G* (finetune)": _wall_of(star.path)}
+    rows, images = [], {}
+    for name, gen in methods.items():
+        st = Stylizer(s.profile, style, dev, generator=gen, base_generator=base)
+        st.general(inputs[:2])  # warm-up: loads the models before timing
+        t0 = time.perf_counter()
+        out = st.general(inputs).cpu()
+        dt = time.perf_counter() - t0
+        images[name] = out
+        rows.append({"style": style, "method": name, **stylization_metrics(inputs, out, style, judges, content),
+                     "params_M": _n_params(st.g_style) / 1e6, "resolution": int(out.shape[-1]),
+                     "finetune_s": wall.get(name), "images_per_s": len(inputs) / dt})
+    return {"rows": rows, "images": images, "inputs": inputs}
+
+
+def _wall_of(ckpt) -> float | None:
+    if isinstance(ckpt, nn.Module):
+        return None
+    try:
+        return hub.load_facestyle_checkpoint(ckpt, kind="stylegan2")["meta"].get("wall_s")
+    except Exception:  # a generator file without facestyle meta (e.g. an official one) has no training time
+        return None
+
+
+@torch.no_grad()
+def mixing_study(stylizer, inputs: torch.Tensor, content: torch.Tensor | None, judges: Judges,
+                 layers: Sequence[int] | None = None, n_samples: int = 6, seed: int = 0) -> dict:
+    """Section 4.4 as numbers: for each mixing layer (native rows; default the profile's), the multimodal
+    outputs' ``diversity`` (mean LPIPS-alex between the samples of one input) and their content agreement with
+    the input (oracle reading vs true content). Low layers should vary more and keep less; high layers only
+    recolour. Returns ``{"rows", "images": {layer: [B, n_samples, 3, H, W]}}``."""
+    from ..nn.perceptual import lpips_distance
+
+    layers = list(layers) if layers is not None else stylizer.mix_layers()
+    rows, images = [], {}
+    for layer in layers:
+        out = stylizer.multimodal(inputs, n_samples=n_samples, layer=layer, seed=seed, units="native").cpu()
+        images[layer] = out
+        b, k = out.shape[:2]
+        ia, ib = torch.triu_indices(k, k, 1)
+        div = torch.stack([lpips_distance(out[i, ia], out[i, ib], judges.lpips).mean() for i in range(b)]).mean()
+        row = {"layer": int(layer), "diversity": float(div)}
+        if content is not None:
+            _, c, _ = _read(judges.oracle, out.flatten(0, 1), 100)
+            agr = M.attribute_agreement(content.repeat_interleave(k, 0), c.cpu())
+            row.update(agreement_categorical=agr["mean_categorical"], agreement_continuous=agr["mean_continuous"])
+        rows.append(row)
+    return {"rows": rows, "images": images}
