@@ -34,6 +34,11 @@ def _add_common(p: argparse.ArgumentParser, *, style: bool = False) -> None:
 
 
 def cmd_bench(args) -> int:
+    if args.method:
+        from .bench_method import bench_method, format_method
+
+        print(format_method(bench_method(args.profile, args.device, iters=args.iters, progress=False)))
+        return 0
     from .bench import main as bench_main
 
     return bench_main(["--size", str(args.size), "--batch", str(args.batch), "--repeats", str(args.repeats),
@@ -81,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="figure path (default figures/<profile>/demo.png)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="time the generator forward: shared-conv fast path vs grouped conv")
+    p = sub.add_parser("bench", help="time the generator forward: shared-conv fast path vs grouped conv; "
+                                     "--method: finetune, pairs and reference embedding speed")
+    p.add_argument("--method", action="store_true",
+                   help="time the method's slow steps (finetune, level-2 pairs, reference embedding) instead")
+    p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
+    p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)

@@ -35,6 +35,7 @@ class Session:
     fast: bool
     style: str | None = None
     numbers: dict = field(default_factory=dict)
+    scratch: Path | None = None
 
     def n(self, full: int, fast: int) -> int:
         """An iteration count or sample size: ``full`` normally, ``fast`` in CI's smoke mode."""
@@ -45,10 +46,18 @@ class Session:
         return figure_path(self.profile.name, name)
 
     def runs_dir(self, name: str) -> Path:
-        """``runs/<name>`` under the repository (``runs/fast/<name>`` in the fast mode), for caches and runs."""
+        """``runs/<name>`` under the repository, for finetunes and caches that later runs reuse; in the fast mode a
+        fresh temporary folder per session instead, so a smoke run never reuses a stale run (the stand-in models
+        of a test differ from run to run) nor overwrites a full one."""
         from .utils import REPO_ROOT
 
-        return REPO_ROOT / "runs" / ("fast" if self.fast else "") / name
+        if not self.fast:
+            return REPO_ROOT / "runs" / name
+        if self.scratch is None:
+            import tempfile
+
+            self.scratch = Path(tempfile.mkdtemp(prefix="facestyle-fast-"))
+        return self.scratch / name
 
     def steps(self, iters: int, n: int) -> list[int]:
         """``n + 1`` evenly spaced checkpoints ``0 .. iters`` (``[0, 1, 2]`` in the fast mode)."""
@@ -58,8 +67,7 @@ class Session:
 
     def study_settings(self, **overrides):
         """:class:`facestyle.eval.study.StudySettings` for this session: full counts normally; in the fast mode a
-        few iterations, 8 style images, 16 evaluation latents and a separate ``runs/fast`` folder, so a CI run
-        never reuses or overwrites a full run's finetunes."""
+        few iterations, 8 style images, 16 evaluation latents and a scratch folder (:meth:`runs_dir`)."""
         from .eval.study import StudySettings
 
         base = {"profile": self.profile.name, "device": str(self.device), "seed": self.seed,

@@ -53,3 +53,13 @@ def test_world_figure(tmp_path):
 
 def test_parser_builds_without_heavy_work():
     assert build_parser().prog == "facestyle"
+
+
+def test_bench_method_times_the_three_slow_steps(single_thread):
+    from facestyle.bench_method import bench_method, format_method
+
+    r = bench_method("mini", "cpu", iters=1, n_style=64, n_refs=2)
+    assert r["finetune_s_per_iter"] > 0 and r["pairs_s_per_batch_iter"] > 0 and r["reference_s_per_iter"] > 0
+    assert r["pairs_level2_64_images_min"] == pytest.approx(r["pairs_s_per_batch_iter"] * 1000 * 2 / 60)
+    text = format_method(r)
+    assert "finetune +SC&PC" in text and "64 images" in text and "for 2 images" in text

@@ -31,3 +31,23 @@ def test_unknown_profile_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(papermill.PapermillExecutionError) as exc:
         run(tmp_path, monkeypatch, "00_quickstart.ipynb", profile="ffhq2")
     assert "unknown profile 'ffhq2'" in str(exc.value) and "parameters cell" in str(exc.value)
+
+
+def test_finetune_notebook_trains_the_style_given_by_papermill(tmp_path, monkeypatch, mini_ckpts):
+    """`papermill notebooks/03_finetune.ipynb out.ipynb -p style anime`, on random stand-ins for the mini models
+    (the hub's FACESTYLE_CKPT_<NAME> overrides reach the kernel through the environment)."""
+    from facestyle import hub
+    from facestyle.nn.judges import IdentityNet
+
+    ident = hub.save_checkpoint(tmp_path / "identity.pt", kind="identity", config={"size": 64},
+                                state_dict=IdentityNet(input_size=64))
+    for name, key in (("MINI_STYLEGAN2_64", "g"), ("MINI_ENCODER_W", "w"), ("MINI_ENCODER_WPLUS", "wplus"),
+                      ("MINI_ENCODER_ZPLUS", "zplus")):
+        monkeypatch.setenv(f"FACESTYLE_CKPT_{name}", mini_ckpts[key])
+    monkeypatch.setenv("FACESTYLE_CKPT_MINI_IDENTITY", str(ident))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    figures = run(tmp_path, monkeypatch, "03_finetune.ipynb", style="anime")
+    numbers = json.loads((figures / "mini" / "numbers" / "fast" / "03_finetune.json").read_text())
+    row = numbers["anime_sc_pc"]
+    assert row["style"] == "anime" and row["iters"] == 2 and 0 <= row["agreement_categorical"] <= 1
+    assert (figures / "mini" / "finetune_anime_sc_pc_samples.png").stat().st_size > 1000

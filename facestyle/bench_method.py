@@ -1,0 +1,125 @@
+"""Speed of the method's three slow steps (issue targets for mini on a 2-core CPU: 1000 finetune iterations
+<= 10 min, level-2 pseudo pairs for 300 style images <= 5 min, reference embedding of 16 images <= 30 s).
+
+    facestyle bench --method [--profile mini] [--iters 20]
+
+Weights are random with the profile's shapes (speed does not depend on them), written to a temporary folder
+in the formats the method reads, so the benchmark needs no checkpoint and also runs the ``ffhq`` shapes on a
+GPU. Each step is timed for a few iterations after a warm-up and extrapolated linearly to the full count;
+the output says what was measured and what was extrapolated.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import get_profile
+from .utils import get_device
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _random_models(profile, dev, root: Path) -> dict:
+    from . import hub
+    from .nn.judges import IdentityNet
+    from .pretrain.generator import build_models
+
+    g, d = build_models(profile.name)
+    g = g.eval()
+    with torch.no_grad():
+        avg = g.mean_latent(256)
+    paths = {"g_path": hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)}
+    if profile.name == "mini":
+        paths["identity"] = hub.save_checkpoint(root / "identity.pt", kind="identity",
+                                                config={"size": g.size}, state_dict=IdentityNet(input_size=g.size))
+    else:  # facenet's architecture with random weights: its file format, without the download
+        from facenet_pytorch import InceptionResnetV1
+
+        paths["identity"] = root / "facenet.pt"
+        torch.save(InceptionResnetV1(pretrained=None).state_dict(), paths["identity"])
+    return {"g": g.to(dev), "avg": avg.to(dev), **{k: str(v) for k, v in paths.items()}}
+
+
+def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n_style: int = 300,
+                 pair_batch: int = 32, n_refs: int = 16, progress: bool = False) -> dict:
+    """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5) and the V-space reference embedding."""
+    from .method.finetune import FinetuneConfig, finetune
+    from .method.invert import invert_v
+    from .method.losses import LossModels
+    from .method.pairs import level2
+
+    prof = get_profile(profile)
+    dev = get_device(device)
+    out = {"profile": prof.name, "device": str(dev), "threads": torch.get_num_threads(), "iters_timed": iters}
+    with tempfile.TemporaryDirectory(prefix="facestyle-bench-") as tmp:
+        root = Path(tmp)
+        m = _random_models(prof, dev, root)
+        g, size, n_latent = m["g"], m["g"].size, m["g"].n_latent
+        style = torch.rand(max(pair_batch, 8), 3, size, size) * 2 - 1
+        with torch.no_grad():
+            wplus = g.mapping(torch.randn(len(style), n_latent, g.style_dim, device=dev)).cpu()
+        torch.save({"level": 1, "wplus": wplus, "style": style}, root / "pairs.pt")
+        losses = LossModels.build(prof, dev, identity_ckpt=m["identity"])
+
+        # finetune: the timed window excludes start-up and the first (R1) step
+        def run_ft(n: int, out_dir: str) -> float:
+            cfg = FinetuneConfig(profile=prof.name, variant="sc_pc", iters=n, generator=m["g_path"], identity=m["identity"],
+                                 pairs=str(root / "pairs.pt"), out=str(root / out_dir), sample_every=0,
+                                 device=str(dev), ckpt_every_s=1e9, r1_every=16)
+            res = finetune(cfg, progress=progress, lossmodels=losses, style_images=style)
+            return float(torch.load(res.out / "state.pt", weights_only=True)["wall_s"])
+
+        short, long = run_ft(2, "ft"), run_ft(2 + iters, "ft")
+        per_it = (long - short) / iters
+        out["finetune_s_per_iter"] = per_it
+        out["finetune_1000_iters_min"] = per_it * prof.finetune_iters / 60
+
+        # level 2 (Eq. 5): one batch of pair_batch codes, `iters` steps (after a 2-step warm-up)
+        z0 = torch.randn(pair_batch, n_latent, g.style_dim)
+        level2(style[:pair_batch], z0, g, g, losses, iters=2, lr=prof.pair_opt_lr, batch=pair_batch, progress=False)
+        _sync(dev)
+        t0 = time.perf_counter()
+        level2(style[:pair_batch], z0, g, g, losses, iters=iters, lr=prof.pair_opt_lr, batch=pair_batch,
+               progress=False)
+        _sync(dev)
+        per_batch_it = (time.perf_counter() - t0) / iters
+        n_batches = math.ceil(n_style / pair_batch)
+        out["pairs_s_per_batch_iter"] = per_batch_it
+        out[f"pairs_level2_{n_style}_images_min"] = per_batch_it * prof.pair_opt_iters * n_batches / 60
+
+        # reference embedding: n_refs images in V space of G' (here the random G), `iters` steps
+        refs = style[:1].repeat(n_refs, 1, 1, 1) + 0.01 * torch.randn(n_refs, 3, size, size)
+        invert_v(refs[:2], g, losses.lpips, iters=2, batch=2)
+        _sync(dev)
+        t0 = time.perf_counter()
+        invert_v(refs, g, losses.lpips, iters=iters, batch=n_refs)
+        _sync(dev)
+        per_it = (time.perf_counter() - t0) / iters
+        out["reference_s_per_iter"] = per_it
+        out[f"reference_{n_refs}_images_s"] = per_it * prof.invert_iters
+        out["invert_iters"] = prof.invert_iters
+        out["pair_opt_iters"] = prof.pair_opt_iters
+        out["finetune_iters"] = prof.finetune_iters
+    return out
+
+
+def format_method(r: dict) -> str:
+    n_style = next(k for k in r if k.startswith("pairs_level2_")).split("_")[2]
+    n_refs = next(k for k in r if k.startswith("reference_") and k.endswith("_images_s")).split("_")[1]
+    return "\n".join([
+        f"method speed, profile {r['profile']}, device {r['device']}, {r['threads']} threads "
+        f"(each step timed over {r['iters_timed']} iterations after a warm-up, extrapolated linearly)",
+        f"finetune +SC&PC      {r['finetune_s_per_iter']:.3f} s/iter -> {r['finetune_iters']} iters "
+        f"{r['finetune_1000_iters_min']:.1f} min",
+        f"pairs level 2 (Eq.5) {r['pairs_s_per_batch_iter']:.3f} s/iter per batch of 32 -> {n_style} images x "
+        f"{r['pair_opt_iters']} iters {r[f'pairs_level2_{n_style}_images_min']:.1f} min",
+        f"reference embedding  {r['reference_s_per_iter']:.3f} s/iter for {n_refs} images -> {r['invert_iters']} "
+        f"iters {r[f'reference_{n_refs}_images_s']:.1f} s",
+    ])
