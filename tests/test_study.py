@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from facestyle import hub
 from facestyle.eval import study

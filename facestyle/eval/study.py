@@ -31,7 +31,7 @@ import torch.nn as nn
 from .. import hub, world
 from ..config import STYLES, check_style, get_profile
 from ..utils import get_device
-from ..viz import figure_path
+from ..viz import figure_path, save_figure
 from . import metrics as M
 
 VARIANT_NAMES = {"baseline": "baseline (G*)", "sc": "+SC", "pc": "+PC", "sc_pc": "+SC&PC"}
@@ -258,7 +258,7 @@ def drift_figure(rows: Sequence[dict], path, variants: Sequence[str] = ("baselin
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -338,19 +338,6 @@ def latent_shift(style: str, settings: StudySettings | None = None, variants: Se
     return out
 
 
-def _save_fig(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..utils import atomic_write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
 def shift_samples_figure(shift: dict, path) -> Path:
     """Paper Fig. 5 remade: per variant, G'_t(z) for the same z at every recorded step (rows: variant x step)."""
     from ..viz import make_grid
@@ -367,7 +354,7 @@ def shift_samples_figure(shift: dict, path) -> Path:
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(f"{v}\nstep {t}", rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def shift_curves_figure(shift: dict, path) -> Path:
@@ -395,7 +382,7 @@ def shift_curves_figure(shift: dict, path) -> Path:
         b.scatter(*p.T, s=4, alpha=0.6, label=f"{v}, step {steps[-1]}")
     b.set_xlabel("PC 1 of W(G)"), b.set_ylabel("PC 2"), b.legend(markerscale=3, fontsize=8)
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def w_shift(shift: dict) -> dict[str, list[float]]:

@@ -1,13 +1,13 @@
 """Figures of the mini world (written atomically under ``figures/mini/``)."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import torch
 
-from ..utils import REPO_ROOT, atomic_write
+from ..utils import REPO_ROOT
+from ..viz import save_figure
 from .content import DOMAINS, sample_content
 from .render import render
 
@@ -40,10 +40,4 @@ def six_domains_figure(n: int = 6, seed: int = 0, size: int = 64, path: str | os
                 ax.set_title(d, fontsize=10)
     fig.suptitle(f"mini world: same content in six domains ({size} px, seed {seed})", fontsize=10)
     fig.tight_layout()
-    path = Path(path) if path is not None else DEFAULT_SIX_DOMAINS
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
-    return path
+    return save_figure(fig, path if path is not None else DEFAULT_SIX_DOMAINS)
