@@ -182,3 +182,19 @@ def test_embed_ref_cli(setup, tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2
     with pytest.raises(ValueError, match="does not exist"):
         I.load_images([tmp_path / "missing.png"], 64)
+
+
+@pytest.mark.parametrize("space", ["w", "wplus", "zplus"])
+def test_other_latent_spaces_of_the_style_encoding_study(setup, space):
+    """Appendix 6.3 (Fig. 15): the same optimisation in W, W+ or Z+; W+ / Z+ give one code per synthesis row."""
+    g, x = setup["g"], setup["targets"]
+    r = I.invert_v(x, g, setup["lpips"], iters=ITERS, batch=2, space=space)
+    assert (r.lpips < r.lpips_start).all() and r.settings["space"] == space
+    assert r.w.shape == ((2, g.style_dim) if space == "w" else (2, g.n_latent, g.style_dim))
+    assert r.wplus(g.n_latent).shape == (2, g.n_latent, g.style_dim)
+    with torch.no_grad():  # the stored codes reproduce the stored fit
+        img = g.synthesis(r.wplus(g.n_latent), noise=r.noises)
+    from facestyle.nn.perceptual import lpips_distance
+    assert torch.allclose(lpips_distance(img, x, setup["lpips"], r.settings["size"]), r.lpips, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown latent space"):
+        I.invert_v(x, g, setup["lpips"], iters=1, space="s")

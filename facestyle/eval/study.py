@@ -547,3 +547,34 @@ def mixing_study(stylizer, inputs: torch.Tensor, content: torch.Tensor | None, j
             row.update(agreement_categorical=agr["mean_categorical"], agreement_continuous=agr["mean_continuous"])
         rows.append(row)
     return {"rows": rows, "images": images}
+
+
+def style_encoding_study(stylizer, refs: torch.Tensor, inputs: torch.Tensor, judges: Judges, *,
+                         content: torch.Tensor | None = None, spaces: Sequence[str] = ("wplus", "zplus", "w", "v"),
+                         layer: int | None = None, iters: int | None = None, cache_dir=None) -> dict:
+    """Appendix 6.3 (Fig. 15): references embedded in W+, Z+, W or V space of G' by the same optimisation
+    (:func:`~facestyle.method.invert.invert_v`), then mixed into the inputs' content codes from ``layer``
+    (native rows; default the profile's second mixing level). Per space: ``ref_lpips`` (how well G' redraws the
+    reference from its code) and the reference-guided outputs' metrics of :func:`stylization_metrics`.
+    Returns ``{"rows", "images": {space: [B, R, 3, H, W]}, "recon": {space: [R, 3, H, W]}}``."""
+    from ..method.latents import to_wplus
+    from ..method.stylize import make_invert_fn
+    from ..nn.perceptual import lpips_distance
+
+    layer = stylizer.mix_layers()[1] if layer is None else int(layer)
+    opts = {} if iters is None else {"iters": int(iters)}
+    rows, images, recon = [], {}, {}
+    for space in spaces:
+        fn = make_invert_fn(stylizer.profile, stylizer.device, cache_dir=cache_dir, space=space, **opts)
+        codes = stylizer.reference_codes(refs, fn)
+        with torch.no_grad():
+            rec = stylizer.synthesize(to_wplus(codes, stylizer.n_latent)).clamp(-1, 1).cpu()
+            out = stylizer.reference(inputs, ref_codes=codes, layer=layer, units="native").cpu()
+        recon[space], images[space] = rec, out
+        k = out.shape[1]
+        with torch.no_grad():
+            ref_lp = float(lpips_distance(rec, refs.cpu(), judges.lpips).mean())
+            m = stylization_metrics(inputs.repeat_interleave(k, 0), out.flatten(0, 1), stylizer.style, judges,
+                                    None if content is None else content.repeat_interleave(k, 0))
+        rows.append({"space": space, "layer": layer, "ref_lpips": ref_lp, **m})
+    return {"rows": rows, "images": images, "recon": recon}

@@ -58,7 +58,9 @@ from .. import hub
 from ..nn.perceptual import lpips_distance, resize_for_loss
 from ..utils import atomic_torch_save, get_device
 
-__all__ = ["sefa_basis", "conv_modulation_weights", "noise_regularize", "noise_normalize_", "get_lr",
+SPACES = ("v", "w", "wplus", "zplus")
+
+__all__ = ["SPACES", "sefa_basis", "conv_modulation_weights", "noise_regularize", "noise_normalize_", "get_lr",
            "InvertSettings", "InversionResult", "invert_v", "image_digest", "tensor_digest", "model_hash",
            "EmbeddingCache", "add_arguments", "main_from_args"]
 
@@ -236,6 +238,9 @@ class InvertSettings:
     lr_rampdown: float = 0.25
     seed: int = 0
     ui2i_basis: bool = False
+    # The latent space optimised (appendix 6.3, Fig. 15): "v" (the paper's choice), "w" (one code, no basis),
+    # "wplus" (one code per synthesis row) or "zplus" (one z per row, through G''s mapping network).
+    space: str = "v"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -259,8 +264,8 @@ class InversionResult:
     settings: dict = field(default_factory=dict)
 
     def wplus(self, n_latent: int) -> torch.Tensor:
-        """``w`` replicated into W+ ``[B, n_latent, dim]`` (paper section 3.3)."""
-        return self.w.unsqueeze(1).repeat(1, n_latent, 1)
+        """``w`` replicated into W+ ``[B, n_latent, dim]`` (paper section 3.3); W+ codes as they are."""
+        return self.w if self.w.ndim == 3 else self.w.unsqueeze(1).repeat(1, n_latent, 1)
 
     def select(self, idx: Sequence[int]) -> "InversionResult":
         idx = list(idx)
@@ -328,8 +333,15 @@ def invert_v(images: torch.Tensor, g: nn.Module, lpips: Any, *, iters: int | Non
              noise_reg: float | None = None, size: int | None = None, batch: int = 4,
              latent_noise: float | None = None, settings: InvertSettings | None = None,
              basis: torch.Tensor | None = None, w_avg: torch.Tensor | None = None,
-             seeds: Sequence[int] | None = None, progress: bool = False) -> InversionResult:
+             seeds: Sequence[int] | None = None, progress: bool = False, space: str | None = None
+             ) -> InversionResult:
     """Embed ``images`` (``[N, 3, H, W]`` in [-1, 1]) into the V space of ``g`` (= G'); paper section 3.3 / [9].
+
+    ``space`` (default ``settings.space``, ``"v"``) picks another latent space for appendix 6.3's study (Fig. 15):
+    ``"w"`` optimises one W code directly (the V parametrisation with an identity basis), ``"wplus"`` one code per
+    synthesis row (start: the mean latent in every row), ``"zplus"`` one z per row read through G''s mapping network
+    (start: z = 0); the schedule, noise maps and loss are the same. ``w`` of the result is then ``[N, n_latent,
+    dim]`` for the two row-wise spaces.
 
     Minimises, per image, ``LPIPS(G'.synthesis(v @ E, noise), x) + noise_reg * noise_regularize(noise)`` over
     ``v`` and the noise maps, with the StyleGAN2 projector's schedule (:func:`get_lr`), latent noise and noise
@@ -339,12 +351,17 @@ def invert_v(images: torch.Tensor, g: nn.Module, lpips: Any, *, iters: int | Non
     to skip recomputing them; ``seeds`` (one per image) default to a hash of each image.
     """
     s = _settings_from(settings, dict(iters=iters, lr=lr, noise_reg=noise_reg, size=size,
-                                      latent_noise=latent_noise))
+                                      latent_noise=latent_noise, space=space))
+    if s.space not in SPACES:
+        raise ValueError(f"unknown latent space {s.space!r}: choose one of {', '.join(SPACES)}")
     model = _lpips_module(lpips)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [N, 3, H, W] in [-1, 1], got {list(images.shape)}")
     dev = g.device
-    e = (basis if basis is not None else sefa_basis(g, ui2i_compat=s.ui2i_basis)).to(dev)
+    if s.space == "v":
+        e = (basis if basis is not None else sefa_basis(g, ui2i_compat=s.ui2i_basis)).to(dev)
+    else:  # W, W+, Z+ are optimised in their own coordinates
+        e = torch.eye(g.style_dim, device=dev)
     mean, w_std = _w_stats(g)
     if w_avg is not None:
         mean = w_avg.reshape(-1).to(dev)
@@ -377,8 +394,22 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
     gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
     # Targets resized once (REFERENCE.md section 3: "targets resized to 256").
     target = resize_for_loss(x.detach().float().to(dev), s.size)
-    # Start at the mean latent in V coordinates: v0 = w_avg @ E^T (E orthonormal, so v0 @ E = w_avg).
-    v = (mean.reshape(1, -1) @ e.t()).repeat(b, 1).detach().clone().requires_grad_(True)
+    # Start at the mean latent in V coordinates: v0 = w_avg @ E^T (E orthonormal, so v0 @ E = w_avg); the
+    # row-wise spaces start at the mean latent in every row (W+) or at z = 0 (Z+).
+    n, d = int(g.n_latent), int(g.style_dim)
+    if s.space == "zplus":
+        v0 = torch.zeros(b, n, d, device=dev)
+        w_std = d ** 0.5  # the latent-noise scale of z ~ N(0, I), as w_std is W's
+    elif s.space == "wplus":
+        v0 = mean.reshape(1, 1, -1).repeat(b, n, 1)
+    else:
+        v0 = (mean.reshape(1, -1) @ e.t()).repeat(b, 1)
+    v = v0.detach().clone().requires_grad_(True)
+
+    def decode(code: torch.Tensor) -> torch.Tensor:
+        if s.space == "zplus":
+            return g.mapping(code.reshape(-1, d)).view(code.shape)
+        return code @ e
     noises = []
     for i in range(g.num_layers):
         r = 2 ** ((i + 5) // 2)
@@ -393,9 +424,9 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
         strength = w_std * s.latent_noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
         v_in = v
         if strength > 0:
-            jitter = torch.stack([torch.randn(v.shape[1], generator=gen) for gen in gens]).to(dev)
+            jitter = torch.stack([torch.randn(v.shape[1:], generator=gen) for gen in gens]).to(dev)
             v_in = v + strength * jitter
-        img = g.synthesis(v_in @ e, noise=noises)  # single W, no mapping network
+        img = g.synthesis(decode(v_in), noise=noises)  # W or W+ codes straight into synthesis
         lp = lpips_distance(img, target, lpips, s.size)
         loss = (lp + s.noise_reg * noise_regularize(noises)).sum()  # per-sample terms summed: no interaction
         if lp_start is None:
@@ -409,7 +440,7 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
             bar.set_postfix(lpips=f"{lp.mean().item():.4f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
 
     with torch.no_grad():
-        w = v.detach() @ e
+        w = decode(v.detach())
         img = g.synthesis(w, noise=[n.detach() for n in noises])
         lp_end = lpips_distance(img, target, lpips, s.size)
     if lp_start is None:  # iters == 0
