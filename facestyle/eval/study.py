@@ -119,11 +119,16 @@ class StudySettings:
     progress: bool = True
 
 
+def _n_tag(s: StudySettings) -> str:
+    """Runs on a subset of the style set live in their own folders (a finished run is reused by name)."""
+    return "" if s.n_style is None else f"-n{s.n_style}"
+
+
 def _pairs(style: str, level: int, s: StudySettings, g_star: Path | None) -> Path:
     from ..method.pairs import make_pairs
     from ..pretrain.loop import resolve_path
 
-    out = resolve_path(f"{s.root}/{s.profile}-pairs-{style}")
+    out = resolve_path(f"{s.root}/{s.profile}-pairs-{style}{_n_tag(s)}")
     path = out / f"pairs_level{level}.pt"
     if not path.exists():
         prof = get_profile(s.profile)
@@ -161,7 +166,7 @@ def _finetune(style: str, variant: str, s: StudySettings, pairs: Path | None, le
     tag = f"{variant}" + (f"-L{level}" if pairs is not None else "")
     cfg = FinetuneConfig(profile=s.profile, style=style, variant=variant, iters=s.iters, generator=s.generator,
                          identity=s.identity, pairs=str(pairs) if pairs is not None else None, pair_level=level,
-                         out=f"{s.root}/{s.profile}-finetune-{style}-{tag}", seed=s.seed, device=s.device,
+                         out=f"{s.root}/{s.profile}-finetune-{style}-{tag}{_n_tag(s)}", seed=s.seed, device=s.device,
                          sample_every=0)
     style_images = world.style_dataset(style, size=get_profile(s.profile).generator.size, n=s.n_style)[0] \
         if s.n_style is not None else None
@@ -178,33 +183,26 @@ def run_variants(style: str, runs: Sequence[tuple[str, int | None]], s: StudySet
     dev = get_device(s.device)
     judges = judges or Judges.build(s.profile, dev, oracle=s.oracle, identity=s.identity)
     g = hub.load_generator(s.generator or prof.generator_ckpt, dev, expected_size=prof.generator.size).g_ema
-    trained: dict[tuple[str, int | None], Any] = {}
-    baseline = _finetune(style, "baseline", s, None, None)
-    trained[("baseline", None)] = baseline
+    finetune_variant(style, "baseline", s)
     rows = []
     for variant, level in runs:
-        key = (variant, level if variant in ("pc", "sc_pc") else None)
-        if key not in trained:
-            pairs = _pairs(style, level, s, baseline.path) if key[1] is not None else None
-            trained[key] = _finetune(style, variant, s, pairs, key[1])
-        res = trained[key]
+        level = level if variant in ("pc", "sc_pc") else None
+        res = finetune_variant(style, variant, s, pair_level=level)  # finished runs are reused
         g_prime = hub.load_generator(res.path, dev).g_ema
         ev = evaluate_finetune(g, g_prime, style, judges, n=s.n_eval, seed=s.seed, profile=s.profile)
         meta = hub.load_facestyle_checkpoint(res.path, kind="stylegan2")["meta"]
-        rows.append({"style": style, "variant": VARIANT_NAMES[variant], "pair_level": key[1], "iters": res.iters,
+        rows.append({"style": style, "variant": VARIANT_NAMES[variant], "pair_level": level, "iters": res.iters,
                      **ev, "finetune_s": meta.get("wall_s"), "checkpoint": str(res.path)})
     return rows
 
 
 def _write(rows: list[dict], name: str, title: str, s: StudySettings) -> tuple[Path, Path]:
-    per_factor = {f"{r['style']}/{r['variant']}/L{r['pair_level']}": r.pop("agreement_per_factor") for r in rows}
-    md, js = M.results_table(rows, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
-                             columns=TABLE_COLUMNS, title=title,
-                             meta={"settings": dataclasses.asdict(s), "agreement_per_factor": per_factor,
-                                   "protocol": __doc__.split("Protocol of")[1].strip()})
-    for r, (k, v) in zip(rows, per_factor.items()):
-        r["agreement_per_factor"] = v
-    return md, js
+    per_factor = {f"{r['style']}/{r['variant']}/L{r['pair_level']}": r["agreement_per_factor"] for r in rows}
+    flat = [{k: v for k, v in r.items() if k != "agreement_per_factor"} for r in rows]
+    return M.results_table(flat, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
+                           columns=TABLE_COLUMNS, title=title,
+                           meta={"settings": dataclasses.asdict(s), "agreement_per_factor": per_factor,
+                                 "protocol": __doc__.split("Protocol of")[1].strip()})
 
 
 def ablation(styles: Sequence[str] = STYLES, settings: StudySettings | None = None, pair_level: int | None = None,

@@ -569,7 +569,8 @@ def main_from_args(args) -> int:
     from .losses import LossModels
 
     prof = get_profile(args.profile)
-    check_style(args.style)
+    if args.generator is None:  # a style of one's own needs its G' given explicitly
+        check_style(args.style)
     set_threads(args.threads)
     dev = get_device(args.device)
     g = hub.load_generator(args.generator or prof.style_generator_ckpt.format(style=args.style), dev,

@@ -173,7 +173,8 @@ class Stylizer:
                  encoders: dict | None = None, psi: float | None = None, noise_mode: str = "const",
                  batch_size: int = 8):
         self.profile = get_profile(profile)
-        self.style = check_style(style)
+        # A style of one's own is fine with an explicit G'; without one the name must be a registered style.
+        self.style = style if generator is not None else check_style(style)
         self.device = get_device(device)
         if psi is None:
             psi = self.profile.truncation.get(style, 1.0)
