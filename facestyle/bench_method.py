@@ -96,10 +96,10 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
 
         # reference embedding: n_refs images in V space of G' (here the random G), `iters` steps
         refs = style[:1].repeat(n_refs, 1, 1, 1) + 0.01 * torch.randn(n_refs, 3, size, size)
-        invert_v(refs[:2], g, losses.lpips, iters=2, batch=2)
+        invert_v(refs[:2], g, losses.lpips, iters=2, batch=2, size=prof.loss_size)
         _sync(dev)
         t0 = time.perf_counter()
-        invert_v(refs, g, losses.lpips, iters=iters, batch=n_refs)
+        invert_v(refs, g, losses.lpips, iters=iters, batch=n_refs, size=prof.loss_size)  # as make_invert_fn
         _sync(dev)
         per_it = (time.perf_counter() - t0) / iters
         out["reference_s_per_iter"] = per_it

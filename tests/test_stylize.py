@@ -91,6 +91,11 @@ def test_input_validation(ckpts):
         Stylizer("mini", "watercolour")
 
 
+def test_a_style_of_ones_own_with_an_explicit_generator(ckpts, images):
+    st = _stylizer(ckpts, "watercolour")
+    assert st.psi == 1.0 and st.general(images).shape == (2, 3, 64, 64)
+
+
 def test_missing_checkpoint_is_reported_lazily(tmp_path):
     st = Stylizer("mini", "cartoon", device="cpu", generator=str(tmp_path / "nope.pt"))
     with pytest.raises(hub.CheckpointError):
