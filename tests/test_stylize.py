@@ -300,3 +300,25 @@ def test_reference_through_the_real_inversion_and_its_cache(ckpts, images, tmp_p
     assert any((tmp_path / "emb").rglob("*.pt"))  # stored for reuse
     again = st.reference(images, ref_images=images[:1], layer=3, units="native", invert_fn=fn, return_codes=True)[1]
     assert torch.equal(again, codes)  # served from the cache
+
+
+def test_explorer_renders_every_mode_and_builds_its_widgets(ckpts, tmp_path):
+    from facestyle.explorer import Explorer
+
+    ex = Explorer("mini", "cpu", n_inputs=2, n_refs=2, invert_iters=2, cache_dir=tmp_path,
+                  generators={s: ckpts["g2"] for s in ("cartoon", "anime")})
+    ex._stylizers["cartoon"] = _stylizer(ckpts, "cartoon")  # the stand-in encoders of this module
+    ex._stylizers["anime"] = _stylizer(ckpts, "anime")
+    general = ex.render("cartoon", "general")
+    assert general.shape[0] > general.shape[1] / 2 and general.dtype.name == "uint8"  # 2 rows of 2 images
+    multi = ex.render("cartoon", "multimodal", layer=3, n_samples=3)
+    assert multi.shape[0] > general.shape[0]  # inputs + 3 sample rows
+    ref = ex.render("anime", "reference", layer=3, reference=1)
+    assert ref.shape == general.shape
+    with pytest.raises(ValueError, match="unknown mode"):
+        ex.render("cartoon", "sketch")
+    box = ex.widget("cartoon")
+    image = box.children[-1]
+    before = image.value
+    box.children[1].value = "multimodal"  # the mode buttons redraw the image
+    assert image.value != before and image.value[:4] == b"\x89PNG"
