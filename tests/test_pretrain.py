@@ -110,3 +110,15 @@ def test_stop_request_saves_then_interrupts(tmp_path):
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 3
     assert ck.load()["step"] == 3
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_config_flags_parse_booleans_and_turn_optional_fields_off():
+    from facestyle.cli import build_parser
+    from facestyle.pretrain.generator import GeneratorTrainConfig
+    from facestyle.pretrain.loop import config_from_args
+
+    args = build_parser().parse_args(["pretrain", "generator", "--warm-texture", "false", "--snapshot", "none"])
+    cfg = config_from_args(GeneratorTrainConfig, args)
+    assert cfg.warm_texture is False and cfg.snapshot is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "generator", "--warm-texture", "maybe"])

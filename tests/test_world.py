@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from facestyle import world
 from facestyle.config import PAPER_STYLE_SET_SIZES, STYLES
 from facestyle.world import (
     DOMAINS,
@@ -190,3 +191,11 @@ def test_six_domains_figure(tmp_path):
     out = six_domains_figure(n=2, seed=0, size=32, path=tmp_path / "six.png")
     assert out == tmp_path / "six.png" and out.stat().st_size > 1000
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_texture_free_real_renders_depend_on_content_only():
+    c = world.sample_content(3, seed=4)
+    a, b = world.render(c, "real", seed=1, texture=False), world.render(c, "real", seed=2, texture=False)
+    assert torch.equal(a, b)
+    textured = world.render(c, "real", seed=1)
+    assert 0.005 < (textured - a).abs().mean() < 0.05  # grain and blotches only: same portrait

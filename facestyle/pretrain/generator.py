@@ -46,6 +46,9 @@ class GeneratorTrainConfig:
     adv_steps: int = 4000
     lr: float = 0.002
     warm_beta1: float = 0.9  # momentum helps the supervised warm start; the GAN phase uses StyleGAN2's 0
+    # Warm-start targets without the real domain's random skin grain: that noise cannot be predicted from the
+    # content, and it is most of the L1 the regression sees, drowning the few pixels of eyes, mouth and glasses.
+    warm_texture: bool = True
     map_batch: int = 256  # z per mapping step (an MLP on 128-d vectors: a step costs ~5 ms)
     map_steps: int = 4  # mapping regression steps per warm-start step
     map_lr_mult: float = 200.0  # the regression's own Adam: lr 0.002 * 200 * lr_mlp 0.1 = 0.04 effective
@@ -182,7 +185,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                     group["lr"] = cfg.lr if adversarial else 0.0
             z = torch.randn(cfg.batch, g.style_dim)
             content = world.content_from_z(z)
-            target = world.render(content, "real", size=size, seed=cfg.seed * 1_000_003 + step).to(device)
+            target = world.render(content, "real", size=size, seed=cfg.seed * 1_000_003 + step,
+                                  texture=adversarial or cfg.warm_texture).to(device)
             z = z.to(device)
             rec_w = cfg.rec_weight if adversarial else 1.0
             rec = {}

@@ -168,16 +168,33 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or os.cpu_count() or 1)
 
 
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` from the command line (argparse's ``bool("false")`` is True)."""
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_config_arguments(p: argparse.ArgumentParser, cls, skip=()) -> None:
     """One ``--flag`` per field of a training-config dataclass (its defaults are the documented defaults)."""
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        typ = {"int": int, "float": float, "bool": parse_bool}.get(
+            f.type if isinstance(f.type, str) else f.type.__name__, str)
         p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
     p.add_argument("--export", default=None, help="write the shippable checkpoint here (recorded in the manifest "
                                                   "when it lies in facestyle/checkpoints/mini/)")
 
 
 def config_from_args(cls, args):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    """The dataclass from parsed flags; ``none`` / ``null`` / empty turn an optional field off."""
+    def value(f):
+        v = getattr(args, f.name)
+        optional = "None" in (f.type if isinstance(f.type, str) else str(f.type))
+        return None if optional and isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
+
+    return cls(**{f.name: value(f) for f in dataclasses.fields(cls)})

@@ -263,7 +263,8 @@ def _window(size, cx, cy, ct, st, points, radius):
     return y0, y1, x0, x1
 
 
-def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.Tensor) -> torch.Tensor:
+def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.Tensor,
+                  texture: bool = True) -> torch.Tensor:
     n = c.shape[0]
     P = {f.name: c[:, i].view(n, 1, 1) for i, f in enumerate(FACTORS)}
     pw = 2.0 / size / _ZOOM  # pixel width in world units
@@ -575,7 +576,9 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
     d_beard = torch.maximum(d_beard, 0.006 - d_mouth)
     beard_col = hair_rgb * (0.42 * hair_shade[:, y0:y1, x0:x1] + 0.5 * face_shade[:, y0:y1, x0:x1]).unsqueeze(1)
     if look.post in ("real", "impasto", "fantasy"):
-        stub = _noise(seed, idx, size, 40, 40, 11)[:, 0, y0:y1, x0:x1]
+        # texture=False: one fixed stubble pattern, so the image depends on the content only
+        stub = (_noise(seed, idx, size, 40, 40, 11) if texture else
+                _noise(0, torch.zeros_like(idx), size, 40, 40, 11))[:, 0, y0:y1, x0:x1]
         beard_alpha = cov(d_beard, max(edge, 0.03)) * (0.80 + 0.2 * stub)
     else:
         beard_alpha = cov(d_beard)
@@ -597,17 +600,18 @@ def _render_chunk(c: torch.Tensor, look: Look, size: int, seed: int, idx: torch.
         img = outline(img, d_back, alpha=is_bun)  # the bun stays outlined over the cap
 
     # ================================================================ treatments
-    img = _post(img, look, P, seed, idx, size, Xi, Yi, lx, face_dot, hair_dot, d_face, d_front, d_back)
+    img = _post(img, look, P, seed, idx, size, Xi, Yi, lx, face_dot, hair_dot, d_face, d_front, d_back, texture)
     return img.clamp(0, 1) * 2 - 1
 
 
 
-def _post(img, look, P, seed, idx, size, X, Y, lx, face_dot, hair_dot, d_face, d_front, d_back):
+def _post(img, look, P, seed, idx, size, X, Y, lx, face_dot, hair_dot, d_face, d_front, d_back, texture=True):
     salt = _DOMAIN_SALT[look.name] * 100
     if look.post == "real":
-        grain = _noise(seed, idx, size, 48, 48, salt + 1) - 0.5
-        blotch = _noise(seed, idx, size, 10, 10, salt + 2) - 0.5
-        img = img * (1 + 0.07 * grain + 0.05 * blotch)
+        if texture:
+            grain = _noise(seed, idx, size, 48, 48, salt + 1) - 0.5
+            blotch = _noise(seed, idx, size, 10, 10, salt + 2) - 0.5
+            img = img * (1 + 0.07 * grain + 0.05 * blotch)
         img = _blur(img, 0.4 * size / 64)
     elif look.post == "cartoon":
         pass
@@ -666,12 +670,14 @@ def _post(img, look, P, seed, idx, size, X, Y, lx, face_dot, hair_dot, d_face, d
 
 
 def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: int | None = None,
-           workers: int | None = None) -> torch.Tensor:
+           workers: int | None = None, texture: bool = True) -> torch.Tensor:
     """Render content vectors ``[N, F]`` as ``[N, 3, size, size]`` float images in [-1, 1].
 
     ``domain`` is one of ``DOMAINS``; deterministic for (content, domain, size, seed): per-image texture noise
     is derived from ``seed`` (None means 0) and the image's index in ``content``, so the result does not depend
-    on chunking or ``workers``. Works for any size >= 8.
+    on chunking or ``workers``. Works for any size >= 8. ``texture=False`` leaves out the real domain's random
+    skin grain and blotches and fixes the stubble pattern (the per-image randomness that is not content), e.g.
+    for regression targets.
 
     The batch is drawn in cache-sized chunks. Long chains of small element-wise ops scale badly with torch's
     intra-op threads (and collapse when the cores are shared), so chunks run single-threaded, spread over
@@ -696,7 +702,7 @@ def render(content: torch.Tensor, domain: str = "real", size: int = 64, seed: in
     def job(s):
         idx = torch.arange(s, min(n, s + chunk))
         with torch.no_grad():
-            out[s:s + len(idx)] = _render_chunk(c[s:s + len(idx)], look, size, seed, idx)
+            out[s:s + len(idx)] = _render_chunk(c[s:s + len(idx)], look, size, seed, idx, texture)
 
     threads = torch.get_num_threads()
     workers = max(1, min(threads if workers is None else int(workers), len(starts)))
