@@ -34,6 +34,11 @@ def _add_common(p: argparse.ArgumentParser, *, style: bool = False) -> None:
 
 
 def cmd_bench(args) -> int:
+    if args.convergence:
+        from .bench_method import convergence, format_convergence
+
+        print(format_convergence(convergence(args.convergence, args.profile, args.device)))
+        return 0
     if args.method:
         from .bench_method import bench_method, format_method
 
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--method: finetune, pairs and reference embedding speed")
     p.add_argument("--method", action="store_true",
                    help="time the method's slow steps (finetune, level-2 pairs, reference embedding) instead")
+    p.add_argument("--convergence", metavar="STYLE", default=None,
+                   help="loss of the level-2 pair optimisation and of the reference embedding against iterations, "
+                        "on the trained models (how many iterations the profile needs)")
     p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
     p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
     p.add_argument("--size", type=int, default=256)

@@ -88,8 +88,10 @@ def test_level3_eq6_both_readings(setup):
 def l2(setup):
     """Level 2 for the 4 style images in one batch of 4 (3 steps), shared by the tests below."""
     z1 = P.level1(setup["style"], setup["zp"], setup["g"]).zplus
+    trace = []
     res = P.level2(setup["style"], z1, setup["g"], setup["g_star"], setup["models"], iters=3, lr=0.02, batch=4,
-                   progress=False)
+                   progress=False, trace=trace)
+    res.trace = trace
     return z1, res
 
 
@@ -107,6 +109,8 @@ def test_level2_eq5_lowers_semantic_loss_against_g_star(setup, l2):
         assert torch.allclose(res.images, g.synthesis(res.wplus, noise_mode="const"), atol=1e-4)
     assert torch.allclose(before, res.loss_start, atol=1e-4) and torch.allclose(after, res.loss_end, atol=1e-4)
     assert after.sum() < before.sum()
+    # the convergence trace (facestyle bench --convergence): the batch-mean loss before each of the 3 steps
+    assert len(res.trace) == 3 and res.trace[0] == pytest.approx(float(before.mean()), abs=1e-4)
     # Eq. 1 form: LPIPS + lambda_ID * ID, at the profile's loss size
     lp = L.lpips_distance(gs.synthesis(gs.mapping(z1), noise_mode="const"), s, models.lpips, 64)
     assert torch.all(before >= lp.detach() - 1e-6)

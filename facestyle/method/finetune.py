@@ -545,16 +545,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to <out>/log.jsonl)")
 
 
-def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig) -> Path:
-    """Copy a finished G' to ``export_path`` in float16; recorded in the mini manifest when shipped there."""
+def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig, command: str | None = None) -> Path:
+    """Copy a finished G' to ``export_path`` in float16; recorded in the mini manifest when shipped there, with
+    ``command`` as the command that made it (default: the running command line)."""
     from ..pretrain.manifest import record_if_shipped
 
     ck = hub.load_facestyle_checkpoint(path, kind="stylegan2")
     dest = hub.save_checkpoint(resolve_path(export_path), kind=ck["kind"], state_dict=ck["state_dict"],
                                config=ck["config"], meta=ck["meta"], half=True, **ck["extra"])
     name = get_profile(cfg.profile).style_generator_ckpt.format(style=cfg.style)
-    record_if_shipped(name, dest, iterations=ck["meta"].get("iters"), wall_s=ck["meta"].get("wall_s"),
-                      variant=cfg.variant, pair_level=ck["meta"].get("pair_level"))
+    record_if_shipped(name, dest, command=command, iterations=ck["meta"].get("iters"),
+                      wall_s=ck["meta"].get("wall_s"), variant=cfg.variant, pair_level=ck["meta"].get("pair_level"))
     return dest
 
 

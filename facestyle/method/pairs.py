@@ -155,7 +155,7 @@ def _batch_key(z0: torch.Tensor, s: torch.Tensor, g_star_hash: str, loss_hash: s
 
 
 def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmodels: LossModels, iters: int,
-                    lr: float, bar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    lr: float, bar, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 5 for one batch: Adam over z+ on the summed per-sample Eq. 1 losses; returns (z2+, loss0, loss1)."""
     dev = _device_of(g_star)
     s = s.float().to(dev)
@@ -167,6 +167,8 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
         per = semantic_per_sample(img, s, lossmodels)
         if loss0 is None:
             loss0 = per.detach().cpu()
+        if trace is not None:
+            trace.append(per.detach().mean().item())
         opt.zero_grad(set_to_none=True)
         # A sum, not a mean: each code's gradient is exactly its own, whatever the batch size (module docstring).
         per.sum().backward()
@@ -183,7 +185,7 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
 
 def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_star: nn.Module,
            lossmodels: LossModels, iters: int, lr: float, batch: int = 32, *,
-           state_dir: str | Path | None = None, progress: bool = True) -> PairLevel:
+           state_dir: str | Path | None = None, progress: bool = True, trace: list | None = None) -> PairLevel:
     """Paper Eq. 5 (optimisation): ``z2+ = argmin_z+ L_semantic(G*(z+), S)`` from ``z_init`` (= z1+), then
     ``w2+ = G_mapping(z2+)`` and ``P2 = G(w2+)``.
 
@@ -194,7 +196,9 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
 
     The style set is optimised ``batch`` codes at a time with one Adam per batch (summed per-sample losses, so
     results do not depend on the batch size). With ``state_dir`` every finished batch is saved there and reused
-    by a rerun with the same inputs (resume after an interruption). Both generators stay frozen.
+    by a rerun with the same inputs (resume after an interruption). Both generators stay frozen. ``trace`` (a
+    list) receives the batch-mean loss before every step, for convergence studies (``facestyle bench
+    --convergence``).
     """
     if len(style_images) != len(z_init):
         raise ValueError(f"level 2 needs one z1+ per style image: {len(z_init)} codes for {len(style_images)} "
@@ -224,7 +228,8 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
                     reused += 1
                     bar.update(iters)
                 else:
-                    z, l0, l1 = _optimise_batch(z_init[a:b], style_images[a:b], g_star, lossmodels, iters, lr, bar)
+                    z, l0, l1 = _optimise_batch(z_init[a:b], style_images[a:b], g_star, lossmodels, iters, lr, bar,
+                                                trace)
                     if path is not None:
                         atomic_torch_save({"key": key, "z": z, "loss_start": l0, "loss_end": l1}, path)
                 zs.append(z), l0s.append(l0), l1s.append(l1)
