@@ -727,7 +727,13 @@ def main_from_args(args) -> int:
     command = None
     if sys.argv and sys.argv[0].endswith("quality.py"):  # python -m facestyle.eval.quality: same arguments
         command = shlex.join(["facestyle", "quality"] + sys.argv[1:])
-    paths = write_report(res, args.name, record_manifest=args.record_manifest, command=command)
+    names = None
+    if target == "drift" and _manifest_entry_for(res["checkpoints"]["finetuned"]) is None:
+        # A G' that is not shipped (e.g. the unconstrained baseline of issue "mini world"): its drift is a
+        # property of G's finetuning, so it is recorded under G's entry (the command names the G' measured).
+        names = {res["checkpoints"]["finetuned"]: _manifest_entry_for(res["checkpoints"]["generator"])}
+    paths = write_report(res, args.name, record_manifest=args.record_manifest, command=command,
+                         manifest_names=names)
     print(json.dumps({**head, "runtime_s": round(res["runtime_s"], 1), "report": paths["md"],
                       "figure": res.get("figure")}, indent=1, default=M._plain_value))
     return 0
