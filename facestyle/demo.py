@@ -22,7 +22,7 @@ def run_demo(profile: str = "mini", device: str = "auto", seed: int = 0, n: int 
     prof = get_profile(profile)
     if prof.name != "mini":
         raise ValueError("the demo draws its inputs from the mini world: use --profile mini "
-                         "(for photos, use `facestyle stylize` once it lands)")
+                         "(for photos, use `facestyle stylize`)")
     size = prof.generator.size
     content = world.sample_content(n, seed=seed)
     inputs = world.render(content, "real", size=size, seed=seed)

@@ -23,9 +23,13 @@ def test_generator_warm_start_lowers_loss_and_resumes(tmp_path):
     assert [r["step"] for r in log] == [10, 20, 30]
     assert log[-1]["rec"] < 0.8 * log[0]["rec"]
     # resume: extend the run by an adversarial phase; it must start from step 30, not from scratch
-    cfg.adv_steps = 10
+    cfg.adv_steps, cfg.keep_every = 10, 5
     state = pg.train(cfg, progress=False)
     assert state["step"] == 40
+    # intermediate adversarial G_ema files, loadable as generators (to choose the adversarial step count)
+    kept = sorted(p.name for p in (tmp_path / "g").glob("g_ema_*.pt"))
+    assert kept == ["g_ema_000035.pt", "g_ema_000040.pt"]
+    assert hub.load_generator(tmp_path / "g" / kept[0], device="cpu").g_ema.size == 64
     log = _log(tmp_path / "g" / "log.jsonl")
     assert [r["step"] for r in log] == [10, 20, 30, 40] and log[-1]["phase"] == "adv" and "d" in log[-1]
     # the committed snapshot is compact and still resumable

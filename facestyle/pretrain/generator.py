@@ -67,6 +67,9 @@ class GeneratorTrainConfig:
     ema_rampup: float = 0.05  # half-life <= 5% of the images seen so far (StyleGAN2-ADA), so early EMA keeps up
     ckpt_every_s: float = 300.0
     sample_every: int = 500
+    # Every this many adversarial steps, also keep G_ema as a shippable file <out>/g_ema_<step>.pt (0: never), so
+    # the adversarial step count can be chosen afterwards by `facestyle quality generator --ckpt` on each.
+    keep_every: int = 0
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -249,6 +252,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
             bar.set_postfix(rec=f"{l_rec.item():.4f}", phase=rec["phase"])
             if step % cfg.sample_every == 0 or step == total:
                 save_samples(g_ema, fixed_z, out / f"samples_{step:06d}.png", size)
+            if adversarial and cfg.keep_every and (step - cfg.warm_steps) % cfg.keep_every == 0:
+                keep_generator(g_ema, d, out / f"g_ema_{step:06d}.pt", step, wall, cfg)
             if ckpt.due() or step == total:
                 ckpt.save(snapshot_state())
     finally:
@@ -265,6 +270,17 @@ def save_samples(g, z, path, size):
     dev = next(g.parameters()).device
     fake, _ = g([z.to(dev)], randomize_noise=False)
     save_grid(torch.cat([fake.cpu(), real_batch(z, size, seed=0)]), path, nrow=len(z))
+
+
+def keep_generator(g_ema, d, path, step, wall, cfg) -> None:
+    """Write G_ema (+D) as export_generator does, from the live models (an intermediate adversarial step)."""
+    from ..hub import save_generator_checkpoint
+
+    g = copy.deepcopy(g_ema).cpu().float()
+    with torch.no_grad():
+        latent_avg = g.mean_latent(4096)
+    save_generator_checkpoint(path, g, latent_avg=latent_avg, d=copy.deepcopy(d).cpu().float(), half=True,
+                              meta={"step": step, "wall_s": wall, "train_config": asdict(cfg)})
 
 
 def export_generator(state_path, out_path, profile="mini"):
