@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from facestyle.config import get_profile
+
 from facestyle.cli import build_parser, main
 
 SUBCOMMANDS = ["demo", "bench", "hub", "world", "pretrain", "finetune", "quality", "pairs", "embed-ref", "align", "stylize"]
@@ -60,6 +62,8 @@ def test_bench_method_times_the_three_slow_steps(single_thread):
 
     r = bench_method("mini", "cpu", iters=1, n_style=64, n_refs=2)
     assert r["finetune_s_per_iter"] > 0 and r["pairs_s_per_batch_iter"] > 0 and r["reference_s_per_iter"] > 0
-    assert r["pairs_level2_64_images_min"] == pytest.approx(r["pairs_s_per_batch_iter"] * 1000 * 2 / 60)
+    # extrapolated to the profile's own level-2 step count (200 for mini), 2 batches of 32
+    assert r["pair_opt_iters"] == get_profile("mini").pair_opt_iters
+    assert r["pairs_level2_64_images_min"] == pytest.approx(r["pairs_s_per_batch_iter"] * r["pair_opt_iters"] * 2 / 60)
     text = format_method(r)
     assert "finetune +SC&PC" in text and "64 images" in text and "for 2 images" in text

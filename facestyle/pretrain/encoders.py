@@ -55,6 +55,7 @@ def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
 
     set_threads(cfg.threads)
     device = get_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the encoder's initial weights; data draws have their own generator below
     loaded = load_generator(cfg.generator, device=device)
     g = loaded.g_ema
     psp = build_psp(cfg.kind, g, loaded.latent_avg, cfg.profile).to(device)
