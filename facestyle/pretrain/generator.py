@@ -272,29 +272,29 @@ def save_samples(g, z, path, size):
     save_grid(torch.cat([fake.cpu(), real_batch(z, size, seed=0)]), path, nrow=len(z))
 
 
-def keep_generator(g_ema, d, path, step, wall, cfg) -> None:
-    """Write G_ema (+D) as export_generator does, from the live models (an intermediate adversarial step)."""
+def save_shippable(g, d, path, meta: dict):
+    """G_ema (+D, +latent_avg) in half precision, facestyle's generator format; the models are copied to the CPU."""
     from ..hub import save_generator_checkpoint
 
-    g = copy.deepcopy(g_ema).cpu().float()
+    g, d = copy.deepcopy(g).cpu().float(), copy.deepcopy(d).cpu().float()
     with torch.no_grad():
         latent_avg = g.mean_latent(4096)
-    save_generator_checkpoint(path, g, latent_avg=latent_avg, d=copy.deepcopy(d).cpu().float(), half=True,
-                              meta={"step": step, "wall_s": wall, "train_config": asdict(cfg)})
+    return save_generator_checkpoint(path, g, latent_avg=latent_avg, d=d, half=True, meta=meta)
+
+
+def keep_generator(g_ema, d, path, step, wall, cfg) -> None:
+    """An intermediate adversarial step's G_ema, written as the shipped file would be (``keep_every``)."""
+    save_shippable(g_ema, d, path, {"step": step, "wall_s": wall, "train_config": asdict(cfg)})
 
 
 def export_generator(state_path, out_path, profile="mini"):
-    """Write the shippable half-precision G_ema (+D, +latent_avg) in facestyle's checkpoint format."""
-    from ..hub import save_generator_checkpoint
-
+    """Write the shippable half-precision G_ema (+D, +latent_avg) of a training state; recorded when shipped."""
     state = torch.load(resolve_path(state_path), map_location="cpu", weights_only=True)
     g, d = build_models(profile)
     g.load_state_dict({k: v.float() for k, v in state["g_ema"].items()})
     d.load_state_dict({k: v.float() for k, v in state["d"].items()})
-    with torch.no_grad():
-        latent_avg = g.mean_latent(4096)
     meta = {"step": state["step"], "wall_s": state.get("wall_s"), "train_config": state.get("config")}
-    path = save_generator_checkpoint(resolve_path(out_path), g, latent_avg=latent_avg, d=d, half=True, meta=meta)
+    path = save_shippable(g, d, resolve_path(out_path), meta)
     record_if_shipped(get_profile(profile).generator_ckpt, path, iterations=state["step"],
                       wall_s=round(state.get("wall_s") or 0.0))
 
