@@ -4,6 +4,7 @@ Nothing here needs a shipped checkpoint: a random mini G + D and an untrained mi
 temporary directory and passed by path, the way a user passes their own files.
 """
 import argparse
+import copy
 
 import numpy as np
 import pytest
@@ -187,6 +188,25 @@ def test_resume_continues_and_matches_uninterrupted_run(setup):
     # a different finetune cannot silently continue in the same directory
     with pytest.raises(ValueError, match="different finetune"):
         ft.finetune(_cfg(setup, "resume", variant="sc", iters=6), progress=False, lossmodels=setup["models"],
+                    style_images=setup["style"])
+    with pytest.raises(ValueError, match="r1_gamma"):
+        ft.finetune(_cfg(setup, "resume", variant="baseline", iters=6, r1_gamma=0.5), progress=False,
+                    style_images=setup["style"])
+    # the same path holding a re-trained pretrained G (a re-shipped mini G keeps its name) is caught by its hash
+    import shutil
+
+    moved = setup["root"] / "g_moved.pt"
+    shutil.copy(setup["gpath"], moved)
+    ft.finetune(_cfg(setup, "resume-g", generator=str(moved), variant="baseline", iters=1), progress=False,
+                style_images=setup["style"])
+    g2 = copy.deepcopy(setup["g"])
+    with torch.no_grad():
+        next(g2.parameters()).add_(0.01)
+    hub.save_generator_checkpoint(moved, g2, latent_avg=hub.load_generator(setup["gpath"]).latent_avg,
+                                  d=hub.load_discriminator(setup["gpath"]))
+    hub._MEMO.clear()
+    with pytest.raises(ValueError, match="another file"):
+        ft.finetune(_cfg(setup, "resume-g", generator=str(moved), variant="baseline", iters=2), progress=False,
                     style_images=setup["style"])
 
 

@@ -116,6 +116,28 @@ def test_generator_quality(ckpts, tmp_path):
     assert doc["meta"]["fid_gen_vs_real"] == pytest.approx(res["fid_gen_vs_real"])
     assert "fid_oracle" in doc["protocols"]
 
+    for vals in res["frequencies"].values():
+        for v in vals.values():
+            assert v["gap_vs_oracle_on_real_points"] == pytest.approx(100 * (v["generated"] - v["oracle_on_real"]))
+    assert res["freq_gap_vs_oracle_on_real"]["max"] == pytest.approx(
+        max(abs(v["gap_vs_oracle_on_real_points"]) for vals in res["frequencies"].values() for v in vals.values()))
+
+
+def test_generator_sweep_compares_checkpoints_on_one_protocol(ckpts, tmp_path):
+    sweep = Q.generator_sweep([ckpts["g"], ckpts["g2"]], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu")
+    assert sweep["target"] == "sweep" and [r["checkpoints"]["generator"] for r in sweep["runs"]] == \
+        [ckpts["g"], ckpts["g2"]]
+    single = Q.generator_quality(ckpts["g2"], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu", figure=False)
+    assert sweep["runs"][1]["fid_gen_vs_real"] == pytest.approx(single["fid_gen_vs_real"], rel=1e-5)
+    assert sweep["runs"][0]["fid_real_vs_real"] == pytest.approx(single["fid_real_vs_real"], rel=1e-9)
+    assert not (tmp_path / "figures" / "mini" / "mini_generator_samples.png").exists()
+    rep = Q.write_report(sweep)
+    md = open(rep["md"]).read()
+    assert rep["md"].endswith("mini_quality_generator_sweep.md")
+    assert md.count("g2.pt") >= 2 and "worst factor" in md and "validation seed 1" in md
+    with pytest.raises(ValueError):
+        Q.generator_sweep([], ckpts["oracle"], n=N)
+
 
 def test_encoder_quality(ckpts, tmp_path):
     encs = {k: ckpts[k] for k in Q.ENCODER_KINDS}

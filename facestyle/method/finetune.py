@@ -69,7 +69,9 @@ VARIANTS = {"baseline": (False, False), "sc": (True, False), "pc": (False, True)
 NOISE_MODES = ("const", "shared")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Fields that must not change when a run resumes (anything else, e.g. iters, may be extended).
-_RESUME_KEYS = ("profile", "style", "variant", "generator", "batch", "noise", "freeze_mapping", "pairs")
+# What makes a saved state a different finetune (iters is not here: a larger count extends a finished run).
+_RESUME_KEYS = ("profile", "style", "variant", "generator", "batch", "noise", "freeze_mapping", "pairs", "lr",
+                "r1_gamma", "lambda_sem", "lambda_paired", "lambda_id")
 
 
 def _base_type(annotation: Any) -> str:
@@ -407,9 +409,15 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
     log = JsonlLog(out / "log.jsonl")
     step, wall, last_parts = 0, 0.0, {}
+    # A re-shipped pretrained G keeps its hub name: its file hash is what tells an old run from a new one.
+    g_sha = hub.sha256_file(loaded.path) if loaded.path is not None else None
     state = ckpt.load()
     if state is not None:
         _check_resume(state.get("config", {}), cfg, ckpt.path)
+        if state.get("generator_sha256") and g_sha and state["generator_sha256"] != g_sha:
+            raise ValueError(f"{ckpt.path} was finetuned from another file of {cfg.generator!r} (sha256 "
+                             f"{state['generator_sha256'][:12]}..., now {g_sha[:12]}...); pass another --out or "
+                             f"delete {ckpt.path.parent} to start over")
         g_prime.load_state_dict(state["g_prime"]), g_ema.load_state_dict(state["g_ema"])
         d.load_state_dict(state["d"])
         g_opt.load_state_dict(state["g_opt"]), d_opt.load_state_dict(state["d_opt"])
@@ -429,7 +437,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
         s = {"g_prime": g_prime.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(),
              "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "step": step, "wall_s": wall,
              "config": asdict(cfg), "parts": last_parts, "rng": torch.get_rng_state(),
-             "pair_rng": pair_rng.get_state()}
+             "pair_rng": pair_rng.get_state(), "generator_sha256": g_sha}
         if device.type == "cuda":
             s["cuda_rng"] = torch.cuda.get_rng_state(device)
         return s
