@@ -277,8 +277,10 @@ def save_shippable(g, d, path, meta: dict):
     from ..hub import save_generator_checkpoint
 
     g, d = copy.deepcopy(g).cpu().float(), copy.deepcopy(d).cpu().float()
+    # Its own seeded RNG: a file kept mid-run (keep_every) must not move the training run's random stream, and
+    # the same weights always get the same latent_avg.
     with torch.no_grad():
-        latent_avg = g.mean_latent(4096)
+        latent_avg = g.mean_latent(4096, generator=torch.Generator().manual_seed(0))
     return save_generator_checkpoint(path, g, latent_avg=latent_avg, d=d, half=True, meta=meta)
 
 
