@@ -12,6 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from .config import STYLES, Profile, check_style, get_profile
 from .utils import atomic_write, get_device
 from .viz import figure_path
@@ -95,14 +100,21 @@ class Session:
     def record(self, **numbers) -> dict:
         """Keep key numbers in ``figures/<profile>/numbers/<notebook>.json`` so tests and readers can check them.
 
-        The fast mode writes under ``numbers/fast/`` so a CI run never overwrites a full run's record."""
+        The fast mode writes under ``numbers/fast/`` so a CI run never overwrites a full run's record. Keys that
+        other runs recorded (03_finetune once per style, possibly in parallel) are kept: the file is re-read
+        and merged under a lock."""
         self.numbers.update(numbers)
         sub = "numbers/fast" if self.fast else "numbers"
         path = figure_path(self.profile.name, f"{sub}/{self.notebook}.json")
-        with atomic_write(path, "w") as fh:
-            json.dump(self.numbers, fh, indent=1, sort_keys=True, default=float)
-            fh.write("\n")
-        return self.numbers
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            if fcntl is not None:  # Windows has no fcntl: parallel notebook runs there may drop a key
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = json.loads(path.read_text()) if path.exists() else {}
+            merged.update(self.numbers)
+            with atomic_write(path, "w") as fh:
+                json.dump(merged, fh, indent=1, sort_keys=True, default=float)
+                fh.write("\n")
+        return merged
 
 
 class NotebookError(ValueError):

@@ -51,3 +51,18 @@ def test_finetune_notebook_trains_the_style_given_by_papermill(tmp_path, monkeyp
     row = numbers["anime_sc_pc"]
     assert row["style"] == "anime" and row["iters"] == 2 and 0 <= row["agreement_categorical"] <= 1
     assert (figures / "mini" / "finetune_anime_sc_pc_samples.png").stat().st_size > 1000
+
+
+def test_recorded_numbers_of_separate_runs_are_merged(tmp_path, monkeypatch):
+    """03_finetune runs once per style (maybe in parallel): one run's record must not erase another's."""
+    from facestyle import notebook
+
+    monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path / "figures"))
+    a = notebook.setup("03_finetune", device="cpu", style="anime", fast=True)
+    b = notebook.setup("03_finetune", device="cpu", style="cartoon", fast=True)
+    a.record(anime_sc_pc={"x": 1})
+    merged = b.record(cartoon_sc_pc={"x": 2})
+    a.record(anime_sc_pc={"x": 3})
+    path = tmp_path / "figures" / "mini" / "numbers" / "fast" / "03_finetune.json"
+    assert merged == {"anime_sc_pc": {"x": 1}, "cartoon_sc_pc": {"x": 2}}
+    assert json.loads(path.read_text()) == {"anime_sc_pc": {"x": 3}, "cartoon_sc_pc": {"x": 2}}
