@@ -267,10 +267,9 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
 def generator_sweep(ckpts: Sequence[Any], oracle: Any = "mini-oracle", n: int = 2000, seed: int = 1,
                     batch: int = 250, device: Any = "auto", truncation: float = 1.0, *,
                     profile: str = "mini") -> dict:
-    """:func:`generator_quality` of several checkpoints of one run (e.g. the ``g_ema_<step>.pt`` files that
-    ``facestyle pretrain generator --keep-every`` keeps), to choose a step count on a validation protocol.
+    """:func:`generator_quality` of several checkpoints, to choose e.g. an adversarial step count.
 
-    Same protocol as :func:`generator_quality`; use a ``seed`` other than the report's (default 1, the reports
+    Meant for the ``g_ema_<step>.pt`` files that ``facestyle pretrain generator --keep-every`` keeps. Same protocol as :func:`generator_quality`; use a ``seed`` other than the report's (default 1, the reports
     use 0), so the shipped number is not the one the choice was made on. Returns ``target="sweep"`` and one
     result per checkpoint under ``runs`` (no sample figures).
     """
