@@ -269,9 +269,11 @@ def generator_sweep(ckpts: Sequence[Any], oracle: Any = "mini-oracle", n: int = 
                     profile: str = "mini") -> dict:
     """:func:`generator_quality` of several checkpoints, to choose e.g. an adversarial step count.
 
-    Meant for the ``g_ema_<step>.pt`` files that ``facestyle pretrain generator --keep-every`` keeps. Same protocol as :func:`generator_quality`; use a ``seed`` other than the report's (default 1, the reports
-    use 0), so the shipped number is not the one the choice was made on. Returns ``target="sweep"`` and one
-    result per checkpoint under ``runs`` (no sample figures).
+    Meant for the ``g_ema_<step>.pt`` files that ``facestyle pretrain generator --keep-every`` keeps. Same
+    protocol as :func:`generator_quality`, with a ``seed`` other than the reports' (default 1; the reports use 0)
+    so that the shipped number is not the one the choice was made on.
+
+    Returns ``target="sweep"`` and one result per checkpoint under ``runs`` (no sample figures).
     """
     t0 = time.perf_counter()
     if not ckpts:
