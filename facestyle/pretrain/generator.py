@@ -44,9 +44,10 @@ class GeneratorTrainConfig:
     batch: int = 16
     warm_steps: int = 30000
     # Short on purpose: the warm start already draws the faces; the adversarial phase, anchored by rec_weight,
-    # adds the real domain's texture and trains the discriminator that finetuning starts from. 2000 steps cost
-    # ~20 min at 2 threads (a CPU budget choice; README "Mini models" gives the numbers before and after).
-    adv_steps: int = 2000
+    # adds the real domain's texture and trains the discriminator that finetuning starts from. 1750 steps (~20
+    # min at 2 threads) gave the best oracle FID of a run kept every 250 steps (`facestyle quality sweep`;
+    # README "The mini models and what they reach").
+    adv_steps: int = 1750
     lr: float = 0.002  # the adversarial phase's (StyleGAN2's)
     # The warm start is a plain regression: a higher lr fits it much faster (multiscale L1 at step 1130: 0.044
     # with 0.005, 0.066 with 0.002; 0.0005 was slower still), and after 6000 steps at 0.002 the synthesis
