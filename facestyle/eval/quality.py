@@ -175,7 +175,8 @@ def _per_factor(agr: dict[str, float]) -> dict[str, float]:
 @torch.no_grad()
 def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-oracle", n: int = 5000, seed: int = 0,
                       batch: int = 250, device: Any = "auto", truncation: float = 1.0, *, profile: str = "mini",
-                      real_seeds: tuple[int, int] | None = None, figure: bool = True) -> dict:
+                      real_seeds: tuple[int, int] | None = None, figure: bool = True,
+                      real_cache: dict | None = None) -> dict:
     """FID and categorical frequencies of G against the real domain; writes ``mini_generator_samples.png``.
 
     Protocol (seeds from :func:`protocol_seeds` of ``seed``):
@@ -192,6 +193,9 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
       (``oracle_on_real``: how far the oracle alone is from ``real_probs``); ``gap_points`` = 100 x (generated -
       real); a factor passes when every value's ``|gap_points| <= FREQ_TOLERANCE_POINTS`` (5);
     * the figure: the first 64 generated images as an 8 x 8 grid, upscaled x2 (the same images as in the set).
+
+    ``real_cache``: a dict shared between calls keeps the real sets' oracle reads (same ``n``, seeds, size and
+    oracle), as :func:`generator_sweep` does.
 
     Returns a dict with ``target="generator"``, the two FIDs, ``frequencies`` {factor: {value: {...}}},
     ``freq_gap`` (:func:`metrics.frequency_gap` of generated vs ``real_probs``, per factor + ``max``),
@@ -223,8 +227,14 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
 
     # Real sets are rendered whole: a render's texture depends on (seed, index in the batch), so rendering in
     # one call is what makes set A exactly render(sample_content(n, seed=a), "real", seed=a).
-    feats_a, content_a, _ = oracle_read(orc, _render_real(n, seeds["real_a"], g.size), batch)
-    feats_b, _, _ = oracle_read(orc, _render_real(n, seeds["real_b"], g.size), batch)
+    key = (n, seeds["real_a"], seeds["real_b"], g.size, _ref(oracle))
+    if real_cache is not None and key in real_cache:  # a sweep reads the same real sets for every checkpoint
+        feats_a, content_a, feats_b = real_cache[key]
+    else:
+        feats_a, content_a, _ = oracle_read(orc, _render_real(n, seeds["real_a"], g.size), batch)
+        feats_b, _, _ = oracle_read(orc, _render_real(n, seeds["real_b"], g.size), batch)
+        if real_cache is not None:
+            real_cache[key] = (feats_a, content_a, feats_b)
     fid_gen = M.fid_from_features(gen_feats, feats_a)
     fid_real = M.fid_from_features(feats_b, feats_a)
 
@@ -278,8 +288,9 @@ def generator_sweep(ckpts: Sequence[Any], oracle: Any = "mini-oracle", n: int = 
     t0 = time.perf_counter()
     if not ckpts:
         raise ValueError("generator_sweep needs at least one checkpoint")
-    runs = [generator_quality(c, oracle, n, seed, batch, device, truncation, profile=profile, figure=False)
-            for c in ckpts]
+    real_cache: dict = {}
+    runs = [generator_quality(c, oracle, n, seed, batch, device, truncation, profile=profile, figure=False,
+                              real_cache=real_cache) for c in ckpts]
     return {"target": "sweep", "profile": profile, "n": int(n), "seed": int(seed), "truncation": float(truncation),
             "checkpoints": {"generators": [_ref(c) for c in ckpts], "oracle": _ref(oracle)}, "runs": runs,
             "runtime_s": time.perf_counter() - t0}
