@@ -185,6 +185,9 @@ def test_resume_continues_and_matches_uninterrupted_run(setup):
     a = hub.load_generator(again.path, device="cpu").g_ema.state_dict()
     b = hub.load_generator(straight.path, device="cpu").g_ema.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # a finished run cannot pass for a shorter one
+    with pytest.raises(ValueError, match="past the 3 iterations"):
+        ft.finetune(_cfg(setup, "resume", variant="baseline", iters=3), progress=False, style_images=setup["style"])
     # a different finetune cannot silently continue in the same directory
     with pytest.raises(ValueError, match="different finetune"):
         ft.finetune(_cfg(setup, "resume", variant="sc", iters=6), progress=False, lossmodels=setup["models"],

@@ -160,13 +160,14 @@ def finetune_variant(style: str, variant: str = "sc_pc", settings: StudySettings
     return _finetune(style, variant, s, None, None)
 
 
-def _finetune(style: str, variant: str, s: StudySettings, pairs: Path | None, level: int | None):
+def _finetune(style: str, variant: str, s: StudySettings, pairs: Path | None, level: int | None,
+              prefix: str = "finetune"):
     from ..method.finetune import FinetuneConfig, finetune
 
     tag = f"{variant}" + (f"-L{level}" if pairs is not None else "")
     cfg = FinetuneConfig(profile=s.profile, style=style, variant=variant, iters=s.iters, generator=s.generator,
                          identity=s.identity, pairs=str(pairs) if pairs is not None else None, pair_level=level,
-                         out=f"{s.root}/{s.profile}-finetune-{style}-{tag}{_n_tag(s)}", seed=s.seed, device=s.device,
+                         out=f"{s.root}/{s.profile}-{prefix}-{style}-{tag}{_n_tag(s)}", seed=s.seed, device=s.device,
                          sample_every=0)
     style_images = world.style_dataset(style, size=get_profile(s.profile).generator.size, n=s.n_style)[0] \
         if s.n_style is not None else None
@@ -295,6 +296,21 @@ def main_from_args(args) -> int:
 # latent shift over finetuning iterations (paper section 3.1, Fig. 3 and Fig. 5)
 # --------------------------------------------------------------------------------------------------------------
 
+def _shift_step(style: str, variant: str, s: StudySettings, t: int) -> Path:
+    """G' after ``t`` iterations of the shift study's own run (not the ablation's finished one, which cannot go
+    back to fewer steps); each step's G' is kept as ``generator_<t>.pt`` so a rerun reuses it."""
+    import shutil
+
+    from ..pretrain.loop import resolve_path
+
+    keep = resolve_path(f"{s.root}/{s.profile}-shift-{style}-{variant}{_n_tag(s)}") / f"generator_{t:06d}.pt"
+    if not keep.exists():
+        res = _finetune(style, variant, dataclasses.replace(s, iters=t), None, None, prefix="shift")
+        shutil.copyfile(res.path, keep.with_suffix(".tmp"))
+        keep.with_suffix(".tmp").replace(keep)
+    return keep
+
+
 def latent_shift(style: str, settings: StudySettings | None = None, variants: Sequence[str] = ("baseline", "sc"),
                  steps: Sequence[int] = (0, 250, 500, 1000), n_samples: int = 6, n_latents: int = 512,
                  judges: Judges | None = None) -> dict:
@@ -325,8 +341,7 @@ def latent_shift(style: str, settings: StudySettings | None = None, variants: Se
             if t == 0:
                 gp = g
             else:
-                res = _finetune(style, v, dataclasses.replace(s, iters=int(t)), None, None)
-                gp = hub.load_generator(res.path, dev).g_ema
+                gp = hub.load_generator(_shift_step(style, v, s, int(t)), dev).g_ema
             with torch.no_grad():
                 sd = M.semantic_distance(g, gp, ws_eval, judges.lpips, judges.identity, profile=s.profile)
                 rec["semantic_distance"].append(sd["semantic_distance"])

@@ -422,6 +422,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
         d.load_state_dict(state["d"])
         g_opt.load_state_dict(state["g_opt"]), d_opt.load_state_dict(state["d_opt"])
         step, wall, last_parts = int(state["step"]), float(state.get("wall_s", 0.0)), state.get("parts", {})
+        if step > cfg.iters:
+            # Saving here would label a G' of `step` iterations as one of `iters`: a finetune cannot go back.
+            raise ValueError(f"{ckpt.path} is already at step {step}, past the {cfg.iters} iterations asked for; "
+                             f"ask for >= {step} or pass another --out")
         if "rng" in state:
             torch.set_rng_state(state["rng"])
         if "pair_rng" in state:
