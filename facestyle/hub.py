@@ -370,7 +370,7 @@ def _not_found_message(e: Entry, reason: str) -> str:
 
 def _fetch_url(url: str, fh, hasher, progress: bool = True) -> int:
     """Stream ``url`` into the open file ``fh``, updating ``hasher``; returns the byte count (tests replace it)."""
-    from tqdm.auto import tqdm
+    from .utils import progress_bar as tqdm
 
     req = Request(url, headers={"User-Agent": "facestyle"})
     with urlopen(req, timeout=60) as resp:

@@ -152,16 +152,20 @@ def execute(path: str | os.PathLike, fast: bool = False, timeout: int = 1800) ->
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    env_fast = os.environ.get("FACESTYLE_FAST")
-    os.environ["FACESTYLE_FAST"] = "1" if fast else "0"
+    # The kernel inherits this environment. Progress bars are off in a stored run: in a kernel they are widgets
+    # whose saved state shows a stale bar on GitHub, and they would make every re-run a diff.
+    env = {"FACESTYLE_FAST": "1" if fast else "0", "TQDM_DISABLE": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
-        if env_fast is None:
-            os.environ.pop("FACESTYLE_FAST", None)
-        else:
-            os.environ["FACESTYLE_FAST"] = env_fast
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)

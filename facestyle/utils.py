@@ -62,3 +62,12 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG and return a dedicated CPU generator for reproducible sampling."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def progress_bar(*, disable: bool = False, **kwargs):
+    """tqdm's auto bar (a widget in Jupyter, text elsewhere), off when ``disable`` or ``TQDM_DISABLE=1``: the
+    notebook bar ignores that variable, and stored notebook runs (:func:`facestyle.notebook.execute`) need it."""
+    from tqdm.auto import tqdm
+
+    off = os.environ.get("TQDM_DISABLE", "") not in ("", "0", "false", "False")
+    return tqdm(disable=disable or off, **kwargs)

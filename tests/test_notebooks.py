@@ -66,3 +66,24 @@ def test_recorded_numbers_of_separate_runs_are_merged(tmp_path, monkeypatch):
     path = tmp_path / "figures" / "mini" / "numbers" / "fast" / "03_finetune.json"
     assert merged == {"anime_sc_pc": {"x": 1}, "cartoon_sc_pc": {"x": 2}}
     assert json.loads(path.read_text()) == {"anime_sc_pc": {"x": 3}, "cartoon_sc_pc": {"x": 2}}
+
+
+def test_stored_run_is_clean(tmp_path):
+    """`make notebooks` keeps outputs but no progress widgets, timings or papermill metadata, and counts from 1."""
+    import nbformat
+
+    from facestyle.notebook import execute
+
+    nb = nbformat.v4.new_notebook()
+    bar = "import os\nfrom facestyle.utils import progress_bar\nx = sum(progress_bar(iterable=range(3)))"
+    nb.cells = [nbformat.v4.new_code_cell(bar),
+                nbformat.v4.new_code_cell("print(os.environ['FACESTYLE_FAST'], x)")]
+    nb.cells[0].execution_count = 7
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    execute(path, fast=True, timeout=120)
+    out = nbformat.read(path, as_version=4)
+    assert [c.execution_count for c in out.cells] == [1, 2]
+    assert out.cells[0].outputs == []  # the bar is off, not a widget
+    assert out.cells[1].outputs[0]["text"] == "1 3\n"
+    assert all("execution" not in c.metadata for c in out.cells) and "papermill" not in out.metadata

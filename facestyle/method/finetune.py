@@ -355,7 +355,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     ``style_images`` (a ``[N, 3, H, W]`` tensor in [-1, 1]) and ``pairs`` (a dict as in :func:`load_pairs`, or a
     path) override ``cfg.style_images`` / ``cfg.pairs`` for in-memory use (notebooks, tests).
     """
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     if isinstance(cfg.pairs, dict):  # tolerated: keep tensors out of the recorded config
         pairs, cfg = cfg.pairs, dataclasses.replace(cfg, pairs="<in-memory>")

@@ -369,7 +369,7 @@ def invert_v(images: torch.Tensor, g: nn.Module, lpips: Any, *, iters: int | Non
     if len(seeds) != len(images):
         raise ValueError(f"{len(seeds)} seeds for {len(images)} images")
 
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     n_batches = (len(images) + batch - 1) // batch
     bar = tqdm(total=n_batches * s.iters, disable=not progress, desc="invert V")

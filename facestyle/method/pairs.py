@@ -209,7 +209,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     loss_hash = hashlib.sha256("|".join(model_hash(m) for m in (lossmodels.lpips, lossmodels.identity)
                                         if m is not None).encode()).hexdigest()
 
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     chunks = list(_chunks(len(z_init), batch))
     zs, l0s, l1s = [], [], []

@@ -49,7 +49,7 @@ def build_psp(kind: str, generator, latent_avg: torch.Tensor, profile: str = "mi
 
 
 def train(cfg: EncoderTrainConfig, progress: bool = True) -> PSP:
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     from ..hub import load_generator
 

@@ -138,7 +138,7 @@ def real_batch(z: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
     """Run (or resume) both phases; returns the final state dict."""
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     set_threads(cfg.threads)
     device = get_device(cfg.device)

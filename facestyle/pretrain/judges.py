@@ -119,7 +119,7 @@ def info_nce(ea: torch.Tensor, eb: torch.Tensor, temperature: float) -> torch.Te
 
 
 def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
-    from tqdm.auto import tqdm
+    from ..utils import progress_bar as tqdm
 
     set_threads(cfg.threads)
     device = get_device(cfg.device)
