@@ -166,6 +166,19 @@ def execute(path: str | os.PathLike, fast: bool = False, timeout: int = 1800) ->
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    clean(nb)
+    with atomic_write(path, "w") as fh:
+        nbformat.write(nb, fh)
+    return path
+
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def clean(nb) -> None:
+    """Make a run's notebook JSON stable: renumber execution counts from 1, drop timing and papermill metadata,
+    and keep a live widget's text form only (its saved state is a random model id plus kilobytes of state that
+    no static viewer can bring back to life)."""
     count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -175,7 +188,6 @@ def execute(path: str | os.PathLike, fast: bool = False, timeout: int = 1800) ->
             for out in cell.get("outputs", []):
                 if "execution_count" in out:
                     out["execution_count"] = count
+                out.get("data", {}).pop(_WIDGET_VIEW, None)
     nb.metadata.pop("papermill", None)
-    with atomic_write(path, "w") as fh:
-        nbformat.write(nb, fh)
-    return path
+    nb.metadata.pop("widgets", None)

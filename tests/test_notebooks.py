@@ -87,3 +87,19 @@ def test_stored_run_is_clean(tmp_path):
     assert out.cells[0].outputs == []  # the bar is off, not a widget
     assert out.cells[1].outputs[0]["text"] == "1 3\n"
     assert all("execution" not in c.metadata for c in out.cells) and "papermill" not in out.metadata
+
+
+def test_clean_keeps_the_text_of_a_widget_not_its_state():
+    import nbformat
+
+    from facestyle.notebook import clean
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("w")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
+        "text/plain": "VBox()"})]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    clean(nb)
+    assert nb.cells[0].outputs[0]["data"] == {"text/plain": "VBox()"} and "widgets" not in nb.metadata
