@@ -68,3 +68,37 @@ def test_latent_shift_steps_are_their_own_runs(settings):
     again = study.latent_shift("cartoon", settings, variants=("baseline",), steps=(0, 1, 2), n_samples=2,
                                n_latents=8)
     assert again["variants"]["baseline (G*)"]["semantic_distance"] == sd
+
+
+def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settings, tmp_path, monkeypatch):
+    """A replicate never reuses another seed's finished finetune; pairs are shared, and level-2 pairs come from
+    the seed-0 G* even when only another seed asks for them."""
+    from pathlib import Path
+
+    from facestyle.cli import main
+
+    monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
+    rc = main(["eval", "seeds", "--style", "fantasy", "--seeds", "3", "--iters", "2", "--pair-iters", "2",
+               "--n-style", "4", "--n-eval", "8", "--device", "cpu", "--no-progress",
+               "--generator", settings.generator, "--identity", settings.identity,
+               "--zplus-encoder", settings.zplus_encoder, "--wplus-encoder", settings.wplus_encoder,
+               "--root", settings.root])
+    assert rc == 0
+    root = Path(settings.root)
+    assert (root / "mini-finetune-fantasy-baseline-n4-seed3").is_dir()
+    assert (root / "mini-finetune-fantasy-baseline-n4").is_dir()  # the seed-0 G* that made the level-2 pairs
+    assert (root / "mini-pairs-fantasy-n4" / "pairs_level2.pt").exists()
+    res = study.seed_study(["anime"], settings, seeds=(0, 1))
+    assert [(r["seed"], r["variant"]) for r in res["rows"]] == [
+        (0, "baseline (G*)"), (0, "+SC&PC"), (1, "baseline (G*)"), (1, "+SC&PC")]
+    assert res["rows"][0]["checkpoint"] != res["rows"][2]["checkpoint"]
+    assert res["rows"][0]["semantic_distance"] != res["rows"][2]["semantic_distance"]
+    assert [c["seed"] for c in res["checks"]] == [0, 1]
+    base = [r["fid_oracle"] for r in res["rows"] if r["variant"] == "baseline (G*)"]
+    mean, sd = res["summary"][0]["fid_oracle"]
+    assert res["summary"][0]["variant"] == "baseline (G*)" and mean == pytest.approx(sum(base) / 2)
+    assert sd == pytest.approx(abs(base[0] - base[1]) / 2 ** 0.5)
+    text = res["markdown"].read_text()
+    assert "Mean +- sd over seeds" in text and "FID ratio" in text
+    doc = json.loads(res["json"].read_text())
+    assert doc["columns"][:2] == ["style", "seed"] and len(doc["meta"]["checks"]) == 2

@@ -352,12 +352,13 @@ def _fmt(v: Any, precision: int) -> str:
 
 def results_table(rows: Sequence[dict], path_md: str | Path, path_json: str | Path, *,
                   columns: Iterable[str] | None = None, title: str | None = None, precision: int = 4,
-                  meta: dict | None = None) -> tuple[Path, Path]:
+                  meta: dict | None = None, footer: str | None = None) -> tuple[Path, Path]:
     """Write ``rows`` (dicts of metric values) as a markdown table and as JSON, each file atomically.
 
     Columns are ``columns`` or the union of the rows' keys in first-seen order; a missing value prints as ``-``.
     The markdown ends with the protocol line of every column that names a registered metric, so the table says
-    how its numbers were measured. The JSON holds ``{"columns", "rows", "protocols", "meta"}``.
+    how its numbers were measured, then ``footer`` (more markdown) if given. The JSON holds
+    ``{"columns", "rows", "protocols", "meta"}``.
     """
     rows = [{k: _plain_value(v) for k, v in r.items()} for r in rows]
     if columns is None:
@@ -371,7 +372,7 @@ def results_table(rows: Sequence[dict], path_md: str | Path, path_json: str | Pa
     lines += ["| " + " | ".join(_fmt(r.get(c), precision) for c in columns) + " |" for r in rows]
     if protocols:
         lines += [""] + [f"- `{c}`: {p}" for c, p in protocols.items()]
-    md = "\n".join(lines) + "\n"
+    md = "\n".join(lines) + "\n" + (footer or "")
     doc = {"columns": columns, "rows": rows, "protocols": protocols, "meta": _plain_meta(meta or {})}
     path_md, path_json = Path(path_md), Path(path_json)
     with atomic_write(path_md, "w") as fh:
