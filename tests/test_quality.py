@@ -121,6 +121,31 @@ def test_generator_quality(ckpts, tmp_path):
             assert v["gap_vs_oracle_on_real_points"] == pytest.approx(100 * (v["generated"] - v["oracle_on_real"]))
     assert res["freq_gap_vs_oracle_on_real"]["max"] == pytest.approx(
         max(abs(v["gap_vs_oracle_on_real_points"]) for vals in res["frequencies"].values() for v in vals.values()))
+    for f in cats:
+        d = res["content_fidelity"][f.name]
+        for key, acc in (("confusion_g", d["g"]), ("confusion_render", d["render"])):
+            m = d[key]
+            assert sum(map(sum, m)) == N and sum(m[j][j] for j in range(len(m))) / N == pytest.approx(acc)
+        # the confusion's column sums are G's frequencies: the fidelity explains the frequency table
+        gen = [sum(row[j] for row in d["confusion_g"]) / N for j in range(len(f.values))]
+        assert gen == pytest.approx([v["generated"] for v in res["frequencies"][f.name].values()])
+    if not res["freq_pass"]:
+        assert "Confusion of" in md
+    assert "Content fidelity" in md
+
+
+def test_content_fidelity_separates_drawing_from_reading():
+    import torch
+
+    i = [f.name for f in FACTORS].index("eye_color")
+    truth = torch.zeros(4, len(FACTORS))
+    truth[:, i] = torch.tensor([0, 1, 2, 3])
+    read_g, read_render = truth.clone(), truth.clone()
+    read_g[2, i] = 1  # G drew green eyes as blue
+    read_render[3, i] = 2  # the oracle reads grey eyes as green
+    fid = Q.content_fidelity(truth, read_g, read_render)["eye_color"]
+    assert fid["g"] == 0.75 and fid["render"] == 0.75 and fid["values"][:2] == ["brown", "blue"]
+    assert fid["confusion_g"][2] == [0, 1, 0, 0] and fid["confusion_render"][3] == [0, 0, 1, 0]
 
 
 def test_generator_sweep_compares_checkpoints_on_one_protocol(ckpts, tmp_path):

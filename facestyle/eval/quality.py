@@ -40,12 +40,12 @@ import torch.nn as nn
 from .. import hub
 from ..config import check_style, get_profile
 from ..utils import atomic_write, get_device
-from ..world import DOMAINS, FACTORS, render, sample_content
+from ..world import DOMAINS, FACTORS, content_from_z, render, sample_content
 from . import metrics as M
 
 __all__ = [
     "FREQ_TOLERANCE_POINTS", "CATEGORICAL_TARGET", "protocol_seeds", "oracle_read", "generate",
-    "generator_quality", "generator_sweep", "encoder_quality", "drift_quality", "write_report", "add_arguments",
+    "generator_quality", "content_fidelity", "generator_sweep", "encoder_quality", "drift_quality", "write_report", "add_arguments",
     "main_from_args",
     "main",
 ]
@@ -192,6 +192,10 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
       that value (``generated``), the world's ``real_probs`` (``real``), and the oracle's frequencies on real set A
       (``oracle_on_real``: how far the oracle alone is from ``real_probs``); ``gap_points`` = 100 x (generated -
       real); a factor passes when every value's ``|gap_points| <= FREQ_TOLERANCE_POINTS`` (5);
+    * content fidelity (where a frequency gap comes from): the mini G was trained to draw, for each z, the content
+      ``c = world.content_from_z(z)``; per categorical factor, the share of G(z) whose oracle-read value is c's
+      (``g``), next to the same share for ``render(c, "real", seed=seeds["heldout"])`` (``render``: the oracle's
+      ceiling on this content), with both confusion matrices (rows: c's value, columns: the oracle's);
     * the figure: the first 64 generated images as an 8 x 8 grid, upscaled x2 (the same images as in the set).
 
     ``real_cache``: a dict shared between calls keeps the real sets' oracle reads (same ``n``, seeds, size and
@@ -199,6 +203,7 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
 
     Returns a dict with ``target="generator"``, the two FIDs, ``frequencies`` {factor: {value: {...}}},
     ``freq_gap`` (:func:`metrics.frequency_gap` of generated vs ``real_probs``, per factor + ``max``),
+    ``content_fidelity`` {factor: {"g", "render", "confusion_g", "confusion_render"}},
     ``freq_gap_oracle_on_real``, ``freq_pass``, ``domain_real_share`` (oracle puts G(z) in the real domain),
     ``seeds``, ``checkpoints``, ``figure``, ``runtime_s``.
     """
@@ -238,6 +243,17 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
     fid_gen = M.fid_from_features(gen_feats, feats_a)
     fid_real = M.fid_from_features(feats_b, feats_a)
 
+    truth = content_from_z(z)
+    tkey = ("truth", n, seeds["z"], seeds["heldout"], g.size, _ref(oracle))
+    if real_cache is not None and tkey in real_cache:
+        truth_read = real_cache[tkey]
+    else:
+        _, truth_read, _ = oracle_read(orc, render(truth, "real", size=g.size, seed=seeds["heldout"]), batch,
+                                       features=False)
+        if real_cache is not None:
+            real_cache[tkey] = truth_read
+    fidelity = content_fidelity(truth, gen_content, truth_read)
+
     freq_gen = M.category_frequencies(gen_content)
     freq_orc = M.category_frequencies(content_a)
     frequencies: dict[str, dict] = {}
@@ -264,6 +280,7 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
         "freq_tolerance_points": FREQ_TOLERANCE_POINTS,
         "freq_pass": all(v["pass"] for vals in frequencies.values() for v in vals.values()),
         "domain_real_share": float((gen_dom == DOMAINS.index("real")).float().mean()),
+        "content_fidelity": fidelity,
     }
     if figure:
         from ..viz import figure_path, save_grid
@@ -271,6 +288,29 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
         out["figure"] = str(save_grid(torch.cat(grid)[:64], figure_path(profile, f"{profile}_generator_samples.png"),
                                       nrow=8, scale=2))
     out["runtime_s"] = time.perf_counter() - t0
+    return out
+
+
+def content_fidelity(truth: torch.Tensor, read_g: torch.Tensor, read_render: torch.Tensor) -> dict[str, dict]:
+    """Per categorical factor: how often the oracle reads, in G(z) and in the renderer's image of the same content,
+    the value the content vector holds; and the two confusion matrices (rows: true value, columns: read value).
+
+    A frequency gap of G (the issue's +-5 point criterion) can come from G drawing the wrong value or from the
+    oracle misreading a value G drew right; the render column tells the two apart."""
+    out = {}
+    for i, f in enumerate(FACTORS):
+        if f.kind != "categorical":
+            continue
+        k = len(f.values)
+        tv = truth[:, i].long()
+
+        def confusion(read: torch.Tensor) -> list[list[int]]:
+            return torch.bincount(tv * k + read[:, i].long(), minlength=k * k).reshape(k, k).tolist()
+
+        out[f.name] = {"g": float((read_g[:, i].long() == tv).float().mean()),
+                       "render": float((read_render[:, i].long() == tv).float().mean()),
+                       "values": list(f.values), "confusion_g": confusion(read_g),
+                       "confusion_render": confusion(read_render)}
     return out
 
 
@@ -560,6 +600,20 @@ def _report_parts(res: dict) -> tuple[str, list[dict], list[str], dict]:
                       f"Truncation {res['truncation']:g}. The last column reads real renders through the same "
                       "oracle (its own misreadings cancel); the pass column is the issue's criterion, against "
                       "real_probs."]
+        fid = res.get("content_fidelity")
+        if fid:
+            extra += ["", "## Content fidelity (does G(z) draw the content z stands for?)", ""]
+            extra += _factor_table(("factor", "oracle(G(z)) = content", "oracle(render(content)) = content"),
+                                   [(f, d["g"], d["render"]) for f, d in fid.items()])
+            failing = [f for f, vals in res["frequencies"].items() if not all(v["pass"] for v in vals.values())]
+            for f in failing:
+                d = fid[f]
+                extra += ["", f"Confusion of {f} (rows: the content's value; columns: the oracle's reading of G(z) "
+                              "| of the render):", ""]
+                extra += _factor_table(["content"] + [f"G: {v}" for v in d["values"]]
+                                       + [f"render: {v}" for v in d["values"]],
+                                       [[v] + d["confusion_g"][j] + d["confusion_render"][j]
+                                        for j, v in enumerate(d["values"])], precision=0)
         head = {res["checkpoints"]["generator"]: {"generator": {
             "fid_oracle_gen_vs_real": res["fid_gen_vs_real"], "fid_oracle_real_vs_real": res["fid_real_vs_real"],
             "freq_gap_max_points": res["freq_gap"]["max"], "freq_within_5_points": res["freq_pass"],
