@@ -52,6 +52,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         raise
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it lies inside it, else as given: what a record or a printed line
+    should say, so committed tables and notebook outputs read the same on every machine."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write` (SIGKILL-safe checkpoints)."""
     with atomic_write(path) as fh:

@@ -44,6 +44,32 @@ def test_generator_warm_start_lowers_loss_and_resumes(tmp_path):
     assert hub.load_discriminator(out, device="cpu").size == 64
 
 
+def test_eye_pixels_are_the_irises_and_the_eye_term_trains(tmp_path):
+    from facestyle import world
+
+    c = world.sample_content(6, seed=3)
+    x = world.render(c, "real", size=64, seed=5)
+    m = pg.eye_pixels(c, x, 64, 5, True)
+    assert m.shape == (6, 1, 64, 64)
+    # a few dozen pixels per face, all in the eye band (rows ~40% down the image), none in the background
+    assert ((m.sum((1, 2, 3)) > 10) & (m.mean((1, 2, 3)) < 0.03)).all()
+    rows = m.sum((0, 1, 3)).nonzero().flatten()
+    assert 20 <= int(rows.min()) and int(rows.max()) <= 40
+    # another eye colour changes the render only inside the mask
+    i = world.factor_index("eye_color")
+    c2 = c.clone()
+    c2[:, i] = (c2[:, i] + 2) % 4
+    diff = (world.render(c2, "real", size=64, seed=5) - x).abs().sum(1, keepdim=True)
+    assert float((diff * (1 - m)).max()) < 0.05 and float((diff * m).sum()) > 1.0
+    assert float(pg.masked_l1(x, x + 1.0, m)) == pytest.approx(1.0)
+    assert float(pg.masked_l1(x, x + 1.0, torch.zeros_like(m))) == 0.0
+    cfg = pg.GeneratorTrainConfig(out=str(tmp_path / "g"), snapshot=None, batch=4, warm_steps=20, adv_steps=0,
+                                  sample_every=1000, threads=2, eye_weight=1.0)
+    pg.train(cfg, progress=False)
+    log = _log(tmp_path / "g" / "log.jsonl")
+    assert "eye" in log[-1] and log[-1]["eye"] < log[0]["eye"]
+
+
 def test_compact_state_moments_bfloat16():
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.Adam([p])

@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from .. import hub
 from ..config import check_style, get_profile
-from ..utils import atomic_write, get_device
+from ..utils import atomic_write, get_device, repo_relative
 from ..world import DOMAINS, FACTORS, content_from_z, render, sample_content
 from . import metrics as M
 
@@ -754,6 +754,8 @@ def write_report(results: dict, name: str | None = None, *, record_manifest: boo
     md_path = figure_path(profile, f"{name}.md")
     json_path = figure_path(profile, f"{name}.json")
     meta = {**results, "command": command}
+    if results.get("figure"):
+        meta["figure"] = repo_relative(results["figure"])
     M.results_table(rows, md_path, json_path, title=title, meta=meta)
     lines = [md_path.read_text().rstrip("\n"), ""]
     if results.get("figure"):

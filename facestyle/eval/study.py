@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .. import hub, world
 from ..config import STYLES, check_style, get_profile
-from ..utils import get_device
+from ..utils import get_device, repo_relative
 from ..viz import figure_path, save_figure
 from . import metrics as M
 
@@ -207,12 +207,18 @@ def run_variants(style: str, runs: Sequence[tuple[str, int | None]], s: StudySet
     return rows
 
 
+def _flat(rows: Sequence[dict]) -> list[dict]:
+    """Table rows as written: per-factor agreement kept apart, checkpoints named relative to the repository."""
+    return [{k: (repo_relative(v) if k == "checkpoint" else v) for k, v in r.items() if k != "agreement_per_factor"}
+            for r in rows]
+
+
 def _write(rows: list[dict], name: str, title: str, s: StudySettings) -> tuple[Path, Path]:
     per_factor = {f"{r['style']}/{r['variant']}/L{r['pair_level']}": r["agreement_per_factor"] for r in rows}
-    flat = [{k: v for k, v in r.items() if k != "agreement_per_factor"} for r in rows]
+    flat = _flat(rows)
     return M.results_table(flat, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
                            columns=TABLE_COLUMNS, title=title,
-                           meta={"settings": dataclasses.asdict(s), "agreement_per_factor": per_factor,
+                           meta={"settings": {**dataclasses.asdict(s), "root": repo_relative(s.root)}, "agreement_per_factor": per_factor,
                                  "protocol": __doc__.split("Protocol of")[1].strip()})
 
 
@@ -297,11 +303,11 @@ def seed_study(styles: Sequence[str] = STYLES, settings: StudySettings | None = 
     yes = {True: "yes", False: "**no**"}
     lines += [f"| {c['style']} | {c['seed']} | {yes[c['sd_lower']]} | {yes[c['agreement_higher']]} | "
               f"{c['fid_ratio']:.3f} | {yes[c['fid_within']]} |" for c in checks]
-    flat = [{k: v for k, v in r.items() if k != "agreement_per_factor"} for r in rows]
+    flat = _flat(rows)
     md, js = M.results_table(
         flat, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
         columns=("style", "seed") + TABLE_COLUMNS[1:], title="Table 4 (mini): baseline vs +SC&PC over seeds",
-        meta={"settings": dataclasses.asdict(s), "seeds": list(seeds), "summary": summary, "checks": checks,
+        meta={"settings": {**dataclasses.asdict(s), "root": repo_relative(s.root)}, "seeds": list(seeds), "summary": summary, "checks": checks,
               "fid_tolerance": FID_TOLERANCE, "protocol": __doc__.split("Protocol of")[1].strip()},
         footer="\n".join(lines) + "\n")
     return {"rows": rows, "summary": summary, "checks": checks, "markdown": md, "json": js}

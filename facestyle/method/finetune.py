@@ -56,7 +56,7 @@ from ..config import check_style, get_profile
 from ..nn.perceptual import resize_for_loss
 from ..pretrain.generator import ema_update
 from ..pretrain.loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
-from ..utils import get_device
+from ..utils import get_device, repo_relative
 from .latents import to_wplus
 from .losses import (LossModels, adversarial_d_loss, adversarial_g_loss, paired_loss, r1_penalty, semantic_loss,
                      total_loss)
@@ -433,7 +433,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if progress:
-            print(f"resumed {out} at step {step}")
+            print(f"{'reusing finished' if step == cfg.iters else 'resumed'} {repo_relative(out)} at step {step}")
     else:
         torch.manual_seed(cfg.seed)
 
