@@ -14,6 +14,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -130,14 +131,15 @@ CONVERGENCE_MARKS = (25, 50, 100, 200, 400, 1000)
 
 def convergence(style: str = "cartoon", profile: str = "mini", device: str = "auto", n: int = 32,
                 iters: int = 1000, invert_counts=(100, 200, 400, 1000), n_refs: int = 16,
-                progress: bool = True) -> dict:
+                progress: bool = True, pair_lrs: Sequence[float] | None = None) -> dict:
     """How many iterations the two optimisations need on the *trained* models of a profile (decides whether the
     mini profile may run fewer than the paper's 1000, see ``bench_method``).
 
     * Level-2 pairs (Eq. 5): the first ``n`` images of ``style``'s set, z1+ from the Z+ encoder (Eq. 4), G* =
       the study's baseline finetune (trained first if missing, as ``facestyle eval`` would), one Adam run of
       ``iters`` steps; reports the batch-mean semantic loss (Eq. 1) before step k for k in CONVERGENCE_MARKS,
-      and the share of the whole run's decrease reached by then.
+      and the share of the whole run's decrease reached by then; one run per learning rate of ``pair_lrs``
+      (default: the profile's ``pair_opt_lr``), from the same z1+.
     * Reference embedding (V space, section 3.3): the first ``n_refs`` style images inverted into G*, a
       separate run per count in ``invert_counts`` (the projector's learning-rate schedule depends on the
       count); reports each run's final mean LPIPS.
@@ -157,20 +159,22 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
     s_imgs = world.style_dataset(style, size=g.size, n=max(n, n_refs))[0]
     z1 = level1(s_imgs[:n], hub.load_psp(prof.zplus_encoder_ckpt, dev).eval(), g).zplus
     losses = LossModels.build(prof, dev, lpips=True, identity=prof.lambda_id > 0)
-    trace: list[float] = []
-    t0 = time.perf_counter()
-    lvl = level2(s_imgs[:n], z1, g, g_star, losses, iters=iters, lr=prof.pair_opt_lr, batch=n,
-                 progress=progress, trace=trace)
-    pairs_s = time.perf_counter() - t0
-    final = float(lvl.loss_end.mean())
-    trace.append(final)  # trace[k] = loss after k steps
-    drop = trace[0] - final
     marks = [k for k in CONVERGENCE_MARKS if k <= iters] + ([iters] if iters not in CONVERGENCE_MARKS else [])
-    out = {"profile": prof.name, "style": style, "device": str(dev), "g_star": str(g_star_path),
-           "pairs": {"n": n, "iters": iters, "lr": prof.pair_opt_lr, "wall_s": round(pairs_s, 1),
+    runs = []
+    for lr in (pair_lrs or (prof.pair_opt_lr,)):
+        trace: list[float] = []
+        t0 = time.perf_counter()
+        lvl = level2(s_imgs[:n], z1, g, g_star, losses, iters=iters, lr=float(lr), batch=n,
+                     progress=progress, trace=trace)
+        pairs_s = time.perf_counter() - t0
+        final = float(lvl.loss_end.mean())
+        trace.append(final)  # trace[k] = loss after k steps
+        drop = trace[0] - final
+        runs.append({"n": n, "iters": iters, "lr": float(lr), "wall_s": round(pairs_s, 1),
                      "loss": {k: trace[k] for k in marks}, "loss_start": trace[0],
-                     "share_of_decrease": {k: (trace[0] - trace[k]) / drop if drop > 0 else 1.0 for k in marks}},
-           "invert": {"n": n_refs, "lpips_end": {}, "wall_s": {}}}
+                     "share_of_decrease": {k: (trace[0] - trace[k]) / drop if drop > 0 else 1.0 for k in marks}})
+    out = {"profile": prof.name, "style": style, "device": str(dev), "g_star": str(g_star_path),
+           "pairs": runs[0], "pair_runs": runs, "invert": {"n": n_refs, "lpips_end": {}, "wall_s": {}}}
     for k in invert_counts:
         t0 = time.perf_counter()
         r = invert_v(s_imgs[:n_refs], g_star, losses.lpips, iters=k, batch=n_refs, size=prof.loss_size,
@@ -182,12 +186,15 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
 
 
 def format_convergence(r: dict) -> str:
-    p, v = r["pairs"], r["invert"]
-    lines = [f"convergence on the trained {r['profile']} models, style {r['style']}, device {r['device']}",
-             f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, one run of {p['iters']} steps "
-             f"({p['wall_s']} s); loss at start {p['loss_start']:.4f}",
-             "  steps  semantic loss  share of the run's decrease"]
-    lines += [f"  {k:>5}  {p['loss'][k]:.4f}         {p['share_of_decrease'][k]:.1%}" for k in p["loss"]]
+    v = r["invert"]
+    lines = [f"convergence on the trained {r['profile']} models, style {r['style']}, device {r['device']}"]
+    for p in r.get("pair_runs", [r["pairs"]]):
+        lines += [f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, one run of {p['iters']} steps "
+                  f"({p['wall_s']} s); loss at start {p['loss_start']:.4f}",
+                  "  steps  semantic loss  share of the run's decrease"]
+        lines += [f"  {k:>5}  {p['loss'][k]:.4f}         {p['share_of_decrease'][k]:.1%}" for k in p["loss"]]
+    if not v["lpips_end"]:
+        return "\n".join(lines)
     lines += [f"reference embedding (V space into G*), {v['n']} images, one run per count; LPIPS at start "
               f"{v['lpips_start']:.4f}", "  iters  final LPIPS  wall s"]
     lines += [f"  {k:>5}  {v['lpips_end'][k]:.4f}       {v['wall_s'][k]}" for k in v["lpips_end"]]

@@ -37,7 +37,10 @@ def cmd_bench(args) -> int:
     if args.convergence:
         from .bench_method import convergence, format_convergence
 
-        print(format_convergence(convergence(args.convergence, args.profile, args.device)))
+        lrs = [float(v) for v in args.pair_lr.split(",") if v] if args.pair_lr else None
+        counts = [int(v) for v in args.invert_counts.split(",") if v]
+        print(format_convergence(convergence(args.convergence, args.profile, args.device, iters=args.pair_steps,
+                                             invert_counts=counts, pair_lrs=lrs)))
         return 0
     if args.method:
         from .bench_method import bench_method, format_method
@@ -98,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convergence", metavar="STYLE", default=None,
                    help="loss of the level-2 pair optimisation and of the reference embedding against iterations, "
                         "on the trained models (how many iterations the profile needs)")
+    p.add_argument("--pair-steps", type=int, default=1000, help="with --convergence: level-2 steps per run")
+    p.add_argument("--pair-lr", default=None,
+                   help="with --convergence: level-2 Adam learning rates, a comma list (default: the profile's)")
+    p.add_argument("--invert-counts", default="100,200,400,1000",
+                   help="with --convergence: V-space step counts, one run each (empty: skip the embedding)")
     p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
     p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
     p.add_argument("--size", type=int, default=256)

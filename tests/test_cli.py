@@ -67,3 +67,16 @@ def test_bench_method_times_the_three_slow_steps(single_thread):
     assert r["pairs_level2_64_images_min"] == pytest.approx(r["pairs_s_per_batch_iter"] * r["pair_opt_iters"] * 2 / 60)
     text = format_method(r)
     assert "finetune +SC&PC" in text and "64 images" in text and "for 2 images" in text
+
+
+def test_format_convergence_prints_one_block_per_learning_rate():
+    from facestyle.bench_method import format_convergence
+
+    def run(lr, end):
+        return {"n": 4, "iters": 50, "lr": lr, "wall_s": 1.0, "loss_start": 0.2, "loss": {25: 0.15, 50: end},
+                "share_of_decrease": {25: 0.5, 50: 1.0}}
+
+    runs = [run(0.01, 0.1), run(0.02, 0.08)]
+    text = format_convergence({"profile": "mini", "style": "cartoon", "device": "cpu", "pairs": runs[0],
+                               "pair_runs": runs, "invert": {"n": 16, "lpips_end": {}, "wall_s": {}}})
+    assert "lr 0.01" in text and "lr 0.02" in text and "0.0800" in text and "reference embedding" not in text
