@@ -49,8 +49,10 @@ def _random_models(profile, dev, root: Path) -> dict:
 
 
 def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n_style: int = 300,
-                 pair_batch: int = 32, n_refs: int = 16, progress: bool = False) -> dict:
-    """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5) and the V-space reference embedding."""
+                 pair_batch: int = 32, n_refs: int = 16, n_stylize: int = 8, stylize_repeats: int = 3,
+                 progress: bool = False) -> dict:
+    """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5), the V-space reference embedding and
+    stylization (encode + G', ``n_stylize`` photos per call, ``stylize_repeats`` calls after a warm-up)."""
     from .method.finetune import FinetuneConfig, finetune
     from .method.invert import invert_v
     from .method.losses import LossModels
@@ -105,6 +107,23 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
         per_it = (time.perf_counter() - t0) / iters
         out["reference_s_per_iter"] = per_it
         out[f"reference_{n_refs}_images_s"] = per_it * prof.invert_iters
+
+        # stylization (Fig. 2): W encoder + G' with the style's truncation, random weights of the profile's shapes
+        from .method.stylize import Stylizer
+        from .pretrain.encoders import build_psp
+
+        enc = build_psp("w", g, m["avg"], prof.name).to(dev).eval()
+        stylizer = Stylizer(prof, "cartoon", dev, generator=g, encoder=enc, base_generator=g,
+                            batch_size=n_stylize)
+        photos = torch.rand(n_stylize, 3, size, size) * 2 - 1
+        stylizer.general(photos[:1])
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(stylize_repeats):
+            stylizer.general(photos)
+        _sync(dev)
+        out["stylize_images_per_s"] = n_stylize * stylize_repeats / (time.perf_counter() - t0)
+        out["stylize_batch"] = n_stylize
         out["invert_iters"] = prof.invert_iters
         out["pair_opt_iters"] = prof.pair_opt_iters
         out["finetune_iters"] = prof.finetune_iters
@@ -123,6 +142,10 @@ def format_method(r: dict) -> str:
         f"{r['pair_opt_iters']} iters {r[f'pairs_level2_{n_style}_images_min']:.1f} min",
         f"reference embedding  {r['reference_s_per_iter']:.3f} s/iter for {n_refs} images -> {r['invert_iters']} "
         f"iters {r[f'reference_{n_refs}_images_s']:.1f} s",
+        f"stylization          {r['stylize_images_per_s']:.2f} images/s (W encoder + G', batch {r['stylize_batch']})",
+        f"as rates: finetune {1 / r['finetune_s_per_iter']:.2f} iters/s; pairs "
+        f"{float(n_style) / r[f'pairs_level2_{n_style}_images_min']:.1f} /min; references "
+        f"{60 * float(n_refs) / r[f'reference_{n_refs}_images_s']:.1f} /min",
     ])
 
 

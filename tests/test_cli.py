@@ -57,16 +57,18 @@ def test_parser_builds_without_heavy_work():
     assert build_parser().prog == "facestyle"
 
 
-def test_bench_method_times_the_three_slow_steps(single_thread):
+def test_bench_method_times_the_slow_steps_and_stylization(single_thread):
     from facestyle.bench_method import bench_method, format_method
 
-    r = bench_method("mini", "cpu", iters=1, n_style=64, n_refs=2)
+    r = bench_method("mini", "cpu", iters=1, n_style=64, n_refs=2, n_stylize=2, stylize_repeats=1)
     assert r["finetune_s_per_iter"] > 0 and r["pairs_s_per_batch_iter"] > 0 and r["reference_s_per_iter"] > 0
+    assert r["stylize_images_per_s"] > 0 and r["stylize_batch"] == 2
     # extrapolated to the profile's own level-2 step count (200 for mini), 2 batches of 32
     assert r["pair_opt_iters"] == get_profile("mini").pair_opt_iters
     assert r["pairs_level2_64_images_min"] == pytest.approx(r["pairs_s_per_batch_iter"] * r["pair_opt_iters"] * 2 / 60)
     text = format_method(r)
     assert "finetune +SC&PC" in text and "64 images" in text and "for 2 images" in text
+    assert "stylization" in text and "iters/s" in text and "references" in text
 
 
 def test_format_convergence_prints_one_block_per_learning_rate():
