@@ -12,9 +12,10 @@ pc         L_adv + lambda_paired * L_paired (Eq. 2)      +PC (pseudo-paired supe
 sc_pc      L_adv + lambda_sem L_sem + lambda_paired L_p  +SC&PC, the paper's method
 =========  ===========================================  =====================================================
 
-Recipe (section 4.1 and StyleGAN2): Adam with betas (0, 0.99), lr 0.002, batch 4, about 1000 iterations, the
-non-saturating logistic loss and lazy R1 on the style images every 16 steps. Choices the paper leaves open,
-made here and recorded in the output's meta:
+Recipe (section 4.1 and StyleGAN2): Adam with betas (0, 0.99), batch 4, about 1000 iterations, the
+non-saturating logistic loss and lazy R1 on the style images every 16 steps; lr 0.002, StyleGAN2's and
+Toonify's finetuning rate, where the paper's appendix 6.1 states 0.02 for all its optimisations (not measured
+here). Choices the paper leaves open, made here and recorded in the output's meta:
 
 * **noise** - Eq. 1 compares G(z) and G'(z) "using the same noise input". Both generators get the same z *and*
   the same per-layer noise maps: by default the stored constant maps (``noise="const"``, deterministic, which is
