@@ -42,15 +42,19 @@ def test_ablation_writes_table4_with_four_variants(settings, tmp_path, monkeypat
     assert [r["semantic_distance"] for r in again["rows"]] == [r["semantic_distance"] for r in res["rows"]]
 
 
+def _cli_settings(settings) -> list[str]:
+    """The module's tiny study settings as `facestyle eval` flags (4 style images, 8 evaluation latents)."""
+    return ["--iters", "2", "--pair-iters", "2", "--n-style", "4", "--n-eval", "8", "--device", "cpu",
+            "--no-progress", "--generator", settings.generator, "--identity", settings.identity,
+            "--zplus-encoder", settings.zplus_encoder, "--wplus-encoder", settings.wplus_encoder,
+            "--root", settings.root]
+
+
 def test_pair_study_cli(settings, tmp_path, monkeypatch):
     from facestyle.cli import main
 
     monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
-    rc = main(["eval", "pairs", "--style", "cartoon", "--levels", "1,2", "--iters", "2", "--pair-iters", "2",
-               "--n-style", "4", "--n-eval", "8", "--device", "cpu", "--no-progress",
-               "--generator", settings.generator, "--identity", settings.identity,
-               "--zplus-encoder", settings.zplus_encoder, "--wplus-encoder", settings.wplus_encoder,
-               "--root", settings.root])
+    rc = main(["eval", "pairs", "--style", "cartoon", "--levels", "1,2"] + _cli_settings(settings))
     assert rc == 0
     doc = json.loads((tmp_path / "mini" / "table5_pair_levels.json").read_text())
     assert [(r["variant"], r["pair_level"]) for r in doc["rows"]] == [
@@ -78,11 +82,7 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
     from facestyle.cli import main
 
     monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
-    rc = main(["eval", "seeds", "--style", "fantasy", "--seeds", "3", "--iters", "2", "--pair-iters", "2",
-               "--n-style", "4", "--n-eval", "8", "--device", "cpu", "--no-progress",
-               "--generator", settings.generator, "--identity", settings.identity,
-               "--zplus-encoder", settings.zplus_encoder, "--wplus-encoder", settings.wplus_encoder,
-               "--root", settings.root])
+    rc = main(["eval", "seeds", "--style", "fantasy", "--seeds", "3"] + _cli_settings(settings))
     assert rc == 0
     root = Path(settings.root)
     assert (root / "mini-finetune-fantasy-baseline-n4-seed3").is_dir()
