@@ -45,7 +45,8 @@ from . import metrics as M
 
 __all__ = [
     "FREQ_TOLERANCE_POINTS", "CATEGORICAL_TARGET", "protocol_seeds", "oracle_read", "generate",
-    "generator_quality", "content_fidelity", "generator_sweep", "encoder_quality", "drift_quality", "write_report", "add_arguments",
+    "generator_quality", "content_fidelity", "generator_sweep", "encoder_quality", "drift_quality",
+    "write_report", "add_arguments",
     "main_from_args",
     "main",
 ]

@@ -207,6 +207,10 @@ def run_variants(style: str, runs: Sequence[tuple[str, int | None]], s: StudySet
     return rows
 
 
+def _settings_record(s: StudySettings) -> dict:
+    return {**dataclasses.asdict(s), "root": repo_relative(s.root)}
+
+
 def _flat(rows: Sequence[dict]) -> list[dict]:
     """Table rows as written: per-factor agreement kept apart, checkpoints named relative to the repository."""
     return [{k: (repo_relative(v) if k == "checkpoint" else v) for k, v in r.items() if k != "agreement_per_factor"}
@@ -218,7 +222,7 @@ def _write(rows: list[dict], name: str, title: str, s: StudySettings) -> tuple[P
     flat = _flat(rows)
     return M.results_table(flat, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
                            columns=TABLE_COLUMNS, title=title,
-                           meta={"settings": {**dataclasses.asdict(s), "root": repo_relative(s.root)}, "agreement_per_factor": per_factor,
+                           meta={"settings": _settings_record(s), "agreement_per_factor": per_factor,
                                  "protocol": __doc__.split("Protocol of")[1].strip()})
 
 
@@ -307,7 +311,7 @@ def seed_study(styles: Sequence[str] = STYLES, settings: StudySettings | None = 
     md, js = M.results_table(
         flat, figure_path(s.profile, f"{name}.md"), figure_path(s.profile, f"{name}.json"),
         columns=("style", "seed") + TABLE_COLUMNS[1:], title="Table 4 (mini): baseline vs +SC&PC over seeds",
-        meta={"settings": {**dataclasses.asdict(s), "root": repo_relative(s.root)}, "seeds": list(seeds), "summary": summary, "checks": checks,
+        meta={"settings": _settings_record(s), "seeds": list(seeds), "summary": summary, "checks": checks,
               "fid_tolerance": FID_TOLERANCE, "protocol": __doc__.split("Protocol of")[1].strip()},
         footer="\n".join(lines) + "\n")
     return {"rows": rows, "summary": summary, "checks": checks, "markdown": md, "json": js}
