@@ -75,8 +75,8 @@ class Profile:
     lpips_backbone: str = "pretrained"
     # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations. The appendix (6.1) states one learning
     # rate, 0.02, for all of the paper's optimisations (pairs, finetuning, reference encoding); finetuning here
-    # keeps StyleGAN2's and Toonify's 0.002, and the pair optimisation uses 0.01. Neither has been measured at
-    # the paper's 0.02 for finetuning; for the pairs see `facestyle bench --convergence STYLE --pair-lr`.
+    # keeps StyleGAN2's and Toonify's 0.002 (not measured at 0.02), and the pair optimisation uses 0.01, which
+    # converges like 0.02 (`facestyle bench --convergence STYLE --pair-lr 0.01,0.02`, README "Speed").
     finetune_iters: int = 1000
     finetune_batch: int = 4
     finetune_lr: float = 0.002

@@ -302,16 +302,10 @@ def content_fidelity(truth: torch.Tensor, read_g: torch.Tensor, read_render: tor
     for i, f in enumerate(FACTORS):
         if f.kind != "categorical":
             continue
-        k = len(f.values)
-        tv = truth[:, i].long()
-
-        def confusion(read: torch.Tensor) -> list[list[int]]:
-            return torch.bincount(tv * k + read[:, i].long(), minlength=k * k).reshape(k, k).tolist()
-
-        out[f.name] = {"g": float((read_g[:, i].long() == tv).float().mean()),
-                       "render": float((read_render[:, i].long() == tv).float().mean()),
-                       "values": list(f.values), "confusion_g": confusion(read_g),
-                       "confusion_render": confusion(read_render)}
+        k, tv = len(f.values), truth[:, i].long()
+        cg, cr = (torch.bincount(tv * k + r[:, i].long(), minlength=k * k).reshape(k, k) for r in (read_g, read_render))
+        out[f.name] = {"g": float(cg.trace() / len(tv)), "render": float(cr.trace() / len(tv)),
+                       "values": list(f.values), "confusion_g": cg.tolist(), "confusion_render": cr.tolist()}
     return out
 
 

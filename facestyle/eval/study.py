@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -260,9 +261,8 @@ FID_TOLERANCE = 1.10
 
 
 def _mean_sd(vals: Sequence[float]) -> tuple[float, float]:
-    m = sum(vals) / len(vals)
-    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-    return m, sd
+    """Mean and sample sd (0 for a single seed)."""
+    return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
 def seed_study(styles: Sequence[str] = STYLES, settings: StudySettings | None = None, seeds: Sequence[int] = (0, 1, 2),

@@ -63,9 +63,9 @@ class GeneratorTrainConfig:
     code_seed: int = 7  # seeds the fixed content-code embedding
     rec_weight: float = 10.0  # anchor weight during the adversarial phase
     # Extra L1 on the iris pixels (mean over the pixels whose colour depends on the eye colour, see
-    # eye_pixels), times this. An iris is a few pixels of 4096 at 64 px, so in the image-mean L1 its colour is
-    # nearly free, and G ended up drawing green and grey eyes as blue (README "The mini models and what they
-    # reach"). 0 is the recipe of the shipped G.
+    # eye_pixels), times this. The irises are a few dozen of 4096 pixels at 64 px, so in the image-mean L1
+    # their colour is nearly free, and G ended up drawing green and grey eyes as blue (README "The mini models
+    # and what they reach"). 0 is the recipe of the shipped G.
     eye_weight: float = 0.0
     r1_gamma: float = 0.05  # 0.0002 * res^2 / batch, the StyleGAN2-ADA heuristic at 64 px, batch 16
     r1_every: int = 16
