@@ -188,6 +188,32 @@ def test_mini_lpips_gradient_reaches_inputs(lpips_alex_mini):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_with_cached_target_features_equals_lpips(net):
+    model = P.build_lpips(net, "mini", "cpu")
+    x, y = _images(3, 0, 96).requires_grad_(True), _images(3, 1, 96)
+    x2 = x.detach().clone().requires_grad_(True)
+    d = P.lpips_distance(x, y, model, size=64)
+    feats = P.lpips_features(y, model, size=64)
+    assert not any(f.requires_grad for f in feats)  # targets carry no graph from one step to the next
+    d2 = P.lpips_to_features(x2, feats, model, size=64)
+    assert torch.allclose(d, d2, atol=1e-6, rtol=1e-5)
+    d.sum().backward(), d2.sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-7, rtol=1e-4)
+    with pytest.raises(TypeError, match="lpips.LPIPS"):
+        P.lpips_features(y, torch.nn.Identity())
+
+
+def test_identity_with_cached_target_embedding_equals_identity_distance():
+    from facestyle.nn.judges import IdentityNet
+
+    torch.manual_seed(0)
+    net = IdentityNet(input_size=64).eval()
+    x, y = _images(3, 0), _images(3, 1)
+    d = P.identity_distance(x, y, net, 64)
+    assert torch.allclose(d, P.identity_to_embedding(x, P.identity_embedding(y, net, 64), net, 64), atol=1e-6)
+
+
 def _torchvision_backbone_file(path, net: str, seed: int) -> dict:
     """Random weights under torchvision's key names (features.N.*), as in vgg16-397923af.pth."""
     import torchvision

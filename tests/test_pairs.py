@@ -116,6 +116,17 @@ def test_level2_eq5_lowers_semantic_loss_against_g_star(setup, l2):
     assert torch.all(before >= lp.detach() - 1e-6)
 
 
+def test_semantic_target_caches_the_targets_and_equals_eq1_per_sample(setup):
+    gs, s, models = setup["g_star"], setup["style"], setup["models"]
+    z = torch.randn(len(s), gs.n_latent, gs.style_dim, generator=torch.Generator().manual_seed(3))
+    img = gs.synthesis(gs.mapping(z), noise_mode="const").detach()
+    a, b = img.clone().requires_grad_(True), img.clone().requires_grad_(True)
+    ref, got = P.semantic_per_sample(a, s, models), P.semantic_target(s, models)(b)
+    assert torch.allclose(ref, got, atol=1e-6)
+    ref.sum().backward(), got.sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-7, rtol=1e-4)
+
+
 def test_level2_is_independent_of_batch_size(setup, l2):
     z1, res4 = l2
     res2 = P.level2(setup["style"], z1, setup["g"], setup["g_star"], setup["models"], iters=3, lr=0.02, batch=3,

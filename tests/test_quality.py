@@ -201,11 +201,57 @@ def test_drift_quality_of_g_against_itself_and_another(ckpts):
     assert res["freq_gap_vs_g"]["max"] == 0.0
     assert 0 <= res["style_accuracy"] <= 1
     assert os.path.isfile(res["figure"]) and res["figure"].endswith("mini_drift_anime.png")
+    cats = [f for f in FACTORS if f.kind == "categorical"]
+    for f in cats:  # G against itself: everything on the diagonal, and the style set's true shares
+        m = res["confusion"][f.name]
+        assert sum(map(sum, m)) == N and sum(m[j][j] for j in range(len(m))) == N
+        assert sum(res["frequencies_style_set"][f.name]) == pytest.approx(1.0)
     diff = Q.drift_quality(ckpts["g"], ckpts["g2"], ckpts["oracle"], n=N, style="anime", batch=10, device="cpu",
-                           figure=False)
+                           figure="drift_other")
     assert set(diff["agreement_per_factor"]) == {f.name for f in FACTORS}
+    assert diff["figure"].endswith("drift_other.png")
+    for f in cats:  # rows are G's values, columns G''s: the margins are the two frequency tables
+        m = diff["confusion"][f.name]
+        assert [sum(r) / N for r in m] == pytest.approx(diff["frequencies_g"][f.name])
+        assert [sum(r[j] for r in m) / N for j in range(len(m))] == pytest.approx(diff["frequencies_g_prime"][f.name])
+        assert sum(m[j][j] for j in range(len(m))) / N == pytest.approx(diff["agreement_per_factor"][f.name])
+    md = open(Q.write_report(diff, "drift_other")["md"]).read()
+    assert "Which way each categorical factor drifts" in md and "style set" in md
     with pytest.raises(ValueError, match="unknown style"):
         Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=4, style="pixel", device="cpu")
+
+
+def test_pair_faithfulness_reads_every_level_against_the_true_content(ckpts, tmp_path):
+    from facestyle import world
+
+    s, truth = world.style_dataset("impasto", size=64, n=6)
+    ideal = world.render(truth, "real", 64)
+    # level 1 "pairs" are perfect (the real render of S's content), level 3 loses S's content (another set)
+    torch.save({"wplus": torch.zeros(6, 10, 64), "level": 1, "style": s.half(), "pseudo_real": ideal.half()},
+               tmp_path / "pairs_level1.pt")
+    torch.save({"wplus": torch.zeros(6, 10, 64), "level": 3, "style": s.half(),
+                "pseudo_real": world.render(world.sample_content(6, seed=99), "real", 64).half()},
+               tmp_path / "pairs_level3.pt")
+    res = Q.pair_faithfulness("impasto", tmp_path, levels=(1, 2, 3), oracle=ckpts["oracle"], batch=4, device="cpu")
+    assert list(res["agreement"]) == ["S (the style images)", "ideal P (S's content rendered real)", "P1", "P3"]
+    assert res["n"] == 6 and set(res["files"]) == {"P1", "P3"}  # level 2 has no file: skipped
+    # P1 holds exactly the ideal images: the same reading, the same numbers
+    assert res["agreement_per_factor"]["P1"] == pytest.approx(res["agreement_per_factor"][
+        "ideal P (S's content rendered real)"], abs=1e-3)
+    for lab, conf in res["confusion"].items():
+        for f, m in conf.items():
+            assert sum(map(sum, m)) == 6
+            assert [sum(r) / 6 for r in m] == pytest.approx(res["frequencies_truth"][f])
+            assert [sum(r[j] for r in m) / 6 for j in range(len(m))] == pytest.approx(res["frequencies"][lab][f])
+    md = open(Q.write_report(res)["md"]).read()
+    assert md.startswith("# Pseudo-pair faithfulness: impasto") and "| P3 |" in md
+    # pairs made from other style images are refused, and a folder without pairs says how to make them
+    torch.save({"wplus": torch.zeros(6, 10, 64), "style": -s.half(), "pseudo_real": ideal.half()},
+               tmp_path / "pairs_level2.pt")
+    with pytest.raises(ValueError, match="not made from world.style_dataset"):
+        Q.pair_faithfulness("impasto", tmp_path, oracle=ckpts["oracle"], device="cpu")
+    with pytest.raises(FileNotFoundError, match="facestyle pairs --style impasto"):
+        Q.pair_faithfulness("impasto", tmp_path / "none", oracle=ckpts["oracle"], device="cpu")
 
 
 def test_record_manifest_merges_into_existing_quality(ckpts):
@@ -241,3 +287,5 @@ def test_cli_parser_and_run(ckpts, capsys):
                    ckpts["oracle"], "--n", "8", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["agreement"]["mean_all"] == 1.0 and out["report"].endswith("mini_quality_drift_cartoon.md")
+    a = p.parse_args(["pairs", "--style", "cartoon", "--levels", "2"])
+    assert a.levels == "2" and a.pairs_dir is None and not hasattr(a, "record_manifest")

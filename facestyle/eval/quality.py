@@ -1,7 +1,7 @@
 """Quality numbers of the mini profile's pretrained models, measured by one command: ``facestyle quality``.
 
-Three targets, each a function returning a plain dict, a figure under ``figures/<profile>/`` and (through
-:func:`write_report`) a markdown + JSON report next to it, optionally merged into the checkpoint manifest:
+Each target is a function returning a plain dict, with (through :func:`write_report`) a markdown + JSON report
+under ``figures/<profile>/``, for some a figure next to it, optionally merged into the checkpoint manifest:
 
 * :func:`generator_quality` - is G a faithful model of the real domain? FID in the oracle's feature space
   against real renders, next to the FID between two independent real sets (the noise floor), and the
@@ -10,9 +10,14 @@ Three targets, each a function returning a plain dict, a figure under ``figures/
   LPIPS (the registry's ``lpips_alex``) and oracle attribute agreement between input and reconstruction,
   next to the oracle's own agreement with the ground truth (its ceiling).
 * :func:`drift_quality` - how much content does a finetuned G' lose? Oracle attribute agreement between
-  G(w) and G'(w) for the same w, and the share of G'(w) the oracle puts in the target style.
+  G(w) and G'(w) for the same w, the share of G'(w) the oracle puts in the target style, and which way each
+  categorical factor moves (confusion of G's values against G''s).
+* :func:`pair_faithfulness` - do the pseudo pairs (section 3.2) keep their style image's content? Oracle
+  agreement between the true content of S and each level's P_k, with value shares and confusion.
 
-Conventions shared by the three (each function's docstring states its full protocol):
+(:func:`generator_sweep` compares several generator checkpoints on a validation seed.)
+
+Conventions shared by all (each function's docstring states its full protocol):
 
 * every random draw comes from a dedicated CPU ``torch.Generator`` seeded from the ``seed`` argument
   (:func:`protocol_seeds`), so a number is the same on every device and never depends on the global RNG;
@@ -40,13 +45,13 @@ import torch.nn as nn
 from .. import hub
 from ..config import check_style, get_profile
 from ..utils import atomic_write, get_device, repo_relative
-from ..world import DOMAINS, FACTORS, content_from_z, render, sample_content
+from ..world import DOMAINS, FACTORS, content_from_z, render, sample_content, style_content, style_dataset
 from . import metrics as M
 
 __all__ = [
     "FREQ_TOLERANCE_POINTS", "CATEGORICAL_TARGET", "protocol_seeds", "oracle_read", "generate",
-    "generator_quality", "content_fidelity", "generator_sweep", "encoder_quality", "drift_quality",
-    "write_report", "add_arguments",
+    "generator_quality", "content_fidelity", "confusion", "generator_sweep", "encoder_quality", "drift_quality",
+    "pair_faithfulness", "write_report", "add_arguments",
     "main_from_args",
     "main",
 ]
@@ -292,6 +297,14 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
     return out
 
 
+def confusion(rows: torch.Tensor, cols: torch.Tensor, factor_index: int) -> list[list[int]]:
+    """Counts of (value in ``rows``, value in ``cols``) for one categorical factor of two content tensors
+    ``[N, F]`` (value codes in the order of ``FACTORS[factor_index].values``)."""
+    k = len(FACTORS[factor_index].values)
+    a, b = rows[:, factor_index].round().long().cpu(), cols[:, factor_index].round().long().cpu()
+    return torch.bincount(a * k + b, minlength=k * k).reshape(k, k).tolist()
+
+
 def content_fidelity(truth: torch.Tensor, read_g: torch.Tensor, read_render: torch.Tensor) -> dict[str, dict]:
     """Per categorical factor: how often the oracle reads, in G(z) and in the renderer's image of the same content,
     the value the content vector holds; and the two confusion matrices (rows: true value, columns: read value).
@@ -302,9 +315,8 @@ def content_fidelity(truth: torch.Tensor, read_g: torch.Tensor, read_render: tor
     for i, f in enumerate(FACTORS):
         if f.kind != "categorical":
             continue
-        k, tv = len(f.values), truth[:, i].long()
-        cg, cr = (torch.bincount(tv * k + r[:, i].long(), minlength=k * k).reshape(k, k) for r in (read_g, read_render))
-        out[f.name] = {"g": float(cg.trace() / len(tv)), "render": float(cr.trace() / len(tv)),
+        cg, cr = (torch.tensor(confusion(truth, r, i)) for r in (read_g, read_render))
+        out[f.name] = {"g": float(cg.trace() / len(truth)), "render": float(cr.trace() / len(truth)),
                        "values": list(f.values), "confusion_g": cg.tolist(), "confusion_render": cr.tolist()}
     return out
 
@@ -482,7 +494,7 @@ def encoder_quality(kinds: Sequence[str] = ENCODER_KINDS, encoders: dict[str, An
 @torch.no_grad()
 def drift_quality(g_ckpt: Any, g_prime_ckpt: Any, oracle: Any = "mini-oracle", n: int = 1000, seed: int = 0,
                   style: str = "cartoon", batch: int = 250, device: Any = "auto", *, profile: str = "mini",
-                  figure: bool = True) -> dict:
+                  figure: bool | str = True) -> dict:
     """Semantic drift of a finetuned G' measured by the oracle; writes ``mini_drift_<style>.png``.
 
     Protocol:
@@ -496,8 +508,12 @@ def drift_quality(g_ckpt: Any, g_prime_ckpt: Any, oracle: Any = "mini-oracle", n
     * ``style_accuracy``: share of G'(w) the oracle assigns to domain ``style``; ``g_real_share``: share of G(w)
       it assigns to ``real`` (a sanity check on G);
     * ``freq_gap_vs_g``: :func:`metrics.frequency_gap` of G' outputs against the categorical frequencies of G's
-      outputs (points; where drift moves towards the style set's bias), with both frequency tables;
-    * the figure: G(w) (top row) over G'(w) (bottom row) for the first 8 w.
+      outputs (points; where drift moves towards the style set's bias), with both frequency tables and the true
+      frequencies of the style set G' was finetuned on (``world.style_dataset``);
+    * ``confusion``: per categorical factor, counts of (oracle's value in G(w), in G'(w)) - which way a factor
+      drifts (values dropped, added or swapped), which the agreement share alone does not say;
+    * the figure: G(w) (top row) over G'(w) (bottom row) for the first 8 w, named after the report (``figure``:
+      ``<profile>_drift_<style>.png`` unless a name is given).
     """
     t0 = time.perf_counter()
     style = check_style(style)
@@ -535,12 +551,83 @@ def drift_quality(g_ckpt: Any, g_prime_ckpt: Any, oracle: Any = "mini-oracle", n
         "g_real_share": float((da == DOMAINS.index("real")).float().mean()),
         "freq_gap_vs_g": M.frequency_gap(cb, reference_probs=freq_a),
         "frequencies_g": freq_a, "frequencies_g_prime": freq_b,
+        "frequencies_style_set": M.category_frequencies(style_content(style)),
+        "confusion": {f.name: confusion(ca, cb, i) for i, f in enumerate(FACTORS) if f.kind == "categorical"},
     }
     if figure:
         from ..viz import figure_path, save_grid
 
-        out["figure"] = str(save_grid(torch.cat([fig_a, fig_b]), figure_path(profile, f"{profile}_drift_{style}.png"),
+        name = figure if isinstance(figure, str) else f"{profile}_drift_{style}"
+        out["figure"] = str(save_grid(torch.cat([fig_a, fig_b]), figure_path(profile, f"{name}.png"),
                                       nrow=len(fig_a), scale=2))
+    out["runtime_s"] = time.perf_counter() - t0
+    return out
+
+
+@torch.no_grad()
+def pair_faithfulness(style: str = "cartoon", pairs_dir: Any = None, levels: Sequence[int] = (1, 2, 3),
+                      oracle: Any = "mini-oracle", batch: int = 250, device: Any = "auto", *,
+                      profile: str = "mini") -> dict:
+    """Does each level of pseudo pairs (paper section 3.2, Eq. 4-6) keep the content of its style image?
+
+    Protocol:
+
+    * pairs: ``<pairs_dir>/pairs_level<k>.pt`` for each k of ``levels`` that exists (default folder: the
+      studies' ``runs/study/<profile>-pairs-<style>``), made from ``world.style_dataset(style)``: a file holds
+      the rows it used (``index``) or the style images themselves (checked against ``style_dataset(style, n=N)``);
+    * truth: the content vectors the world rendered those N style images from (mini only);
+    * ``agreement``: :func:`metrics.attribute_agreement` of the truth vs the oracle's reading of each level's
+      pseudo-real images P_k, per factor and means; two reference rows through the same oracle: the style images
+      S themselves, and ``ideal P`` - the same content rendered in the real domain, the perfect pseudo pair;
+    * ``frequencies``: per categorical factor, each value's share in the truth and in the oracle's reading of
+      P_k; ``confusion``: counts of (true value, value read in P_k). A value that P_k loses or adds is a value
+      pseudo-paired supervision (Eq. 2) then teaches G' to add or remove: G'(w_k+) is pulled towards S whatever
+      G(w_k+) shows.
+    """
+    from ..pretrain.loop import resolve_path
+
+    t0 = time.perf_counter()
+    style = check_style(style)
+    dev = get_device(device)
+    folder = resolve_path(pairs_dir if pairs_dir is not None else f"runs/study/{profile}-pairs-{style}")
+    files = {int(k): folder / f"pairs_level{int(k)}.pt" for k in levels}
+    files = {k: f for k, f in files.items() if f.exists()}
+    if not files:
+        raise FileNotFoundError(f"no pairs_level<k>.pt for levels {list(levels)} in {folder}; make them with "
+                                f"`facestyle pairs --style {style}` or `facestyle eval pairs --style {style}`")
+    orc = _load_oracle(oracle, dev)
+    loaded = {k: hub.safe_load(f) for k, f in files.items()}
+    size = int(next(iter(loaded.values()))["pseudo_real"].shape[-1])
+    s_imgs = truth = None
+    for k, d in loaded.items():  # a pair file holds the rows of the style set it used, or the style images
+        if d.get("index") is not None:
+            s_all, c_all = style_dataset(style, size=size)
+            rows = torch.as_tensor(d["index"]).long()
+            s_k, c_k = s_all[rows], c_all[rows]
+        else:  # made from world.style_dataset(style, n=N): the same call gives the same images
+            s_k, c_k = style_dataset(style, size=size, n=len(d["style"]))
+            if (d["style"].float() - s_k).abs().max() > 1e-2:
+                raise ValueError(f"{files[k]} was not made from world.style_dataset({style!r}, n={len(s_k)})")
+        if truth is not None and not torch.equal(truth, c_k):
+            raise ValueError(f"the pair files in {folder} pair different style images; read them one level at "
+                             "a time (--levels)")
+        s_imgs, truth = s_k, c_k
+    n = len(truth)
+    readings = {"S (the style images)": s_imgs, "ideal P (S's content rendered real)": render(truth, "real", size)}
+    readings.update({f"P{k}": d["pseudo_real"].float() for k, d in sorted(loaded.items())})
+    out = {"target": "pairs", "profile": profile, "style": style, "n": n, "batch": batch,
+           "checkpoints": {"oracle": _ref(oracle)}, "files": {f"P{k}": repo_relative(f) for k, f in files.items()},
+           "frequencies_truth": M.category_frequencies(truth), "agreement": {}, "agreement_per_factor": {},
+           "frequencies": {}, "confusion": {}}
+    for label, x in readings.items():
+        _, c, _ = oracle_read(orc, x.to(dev), batch, features=False)
+        c = c.cpu()
+        agr = M.attribute_agreement(truth, c)
+        out["agreement"][label] = _agreement_summary(agr)
+        out["agreement_per_factor"][label] = _per_factor(agr)
+        out["frequencies"][label] = M.category_frequencies(c)
+        out["confusion"][label] = {f.name: confusion(truth, c, i) for i, f in enumerate(FACTORS)
+                                   if f.kind == "categorical"}
     out["runtime_s"] = time.perf_counter() - t0
     return out
 
@@ -550,7 +637,7 @@ def drift_quality(g_ckpt: Any, g_prime_ckpt: Any, oracle: Any = "mini-oracle", n
 # --------------------------------------------------------------------------------------------------------------
 
 _PROTOCOLS = {"generator": generator_quality, "sweep": generator_sweep, "encoders": encoder_quality,
-              "drift": drift_quality}
+              "drift": drift_quality, "pairs": pair_faithfulness}
 
 
 def _protocol_text(target: str) -> str:
@@ -668,13 +755,39 @@ def _report_parts(res: dict) -> tuple[str, list[dict], list[str], dict]:
                                                          for f in FACTORS])
         extra += ["", "`freq_gap` here is against the frequencies of G's own outputs, not real_probs. "
                       f"Oracle puts {100 * res['g_real_share']:.1f}% of G(w) in the real domain."]
+        if res.get("confusion"):
+            extra += ["", "## Which way each categorical factor drifts", "",
+                      "Rows: the oracle's value in G(w); columns: its value in G'(w) (counts), then each value's "
+                      "share of G(w), of G'(w) and of the style set G' was finetuned on (its true content)."]
+            for f, m in res["confusion"].items():
+                values = next(x.values for x in FACTORS if x.name == f)
+                extra += ["", f"**{f}**", ""]
+                extra += _factor_table(["G \\ G'"] + list(values) + ["share in G", "share in G'", "style set"],
+                                       [[v] + m[j] + [res["frequencies_g"][f][j], res["frequencies_g_prime"][f][j],
+                                                      res["frequencies_style_set"][f][j]]
+                                        for j, v in enumerate(values)])
         head = {res["checkpoints"]["finetuned"]: {f"drift_{res['style']}": {
             "attr_agreement_categorical": res["agreement"]["mean_categorical"],
             "attr_agreement_continuous": res["agreement"]["mean_continuous"],
             "attr_agreement_all": res["agreement"]["mean_all"], "style_accuracy": res["style_accuracy"],
             "freq_gap_vs_g_points": res["freq_gap_vs_g"]["max"], "n": res["n"], "seed": res["seed"]}}}
+    elif target == "pairs":
+        title = f"Pseudo-pair faithfulness: {res['style']} (n = {res['n']} style images)"
+        labels = list(res["agreement"])
+        rows = [{"images read": lab, "categorical": res["agreement"][lab]["mean_categorical"],
+                 "continuous": res["agreement"][lab]["mean_continuous"]} for lab in labels]
+        extra = ["", "## Agreement with the true content of S, per factor", ""]
+        extra += _factor_table(["factor"] + labels, [[f.name] + [res["agreement_per_factor"][lab][f.name]
+                                                                 for lab in labels] for f in FACTORS])
+        extra += ["", "## Categorical value shares: the truth of S and the oracle's reading of each image set", ""]
+        extra += _factor_table(["factor", "value", "truth"] + labels,
+                               [[f.name, v, res["frequencies_truth"][f.name][j]]
+                                + [res["frequencies"][lab][f.name][j] for lab in labels]
+                                for f in FACTORS if f.kind == "categorical" for j, v in enumerate(f.values)])
+        extra += ["", "Pair files: " + ", ".join(f"{k} `{v}`" for k, v in res["files"].items()) + "."]
+        head = {}
     else:
-        raise ValueError(f"unknown result target {target!r}: expected generator, encoders or drift")
+        raise ValueError(f"unknown result target {target!r}: expected generator, sweep, encoders, drift or pairs")
     return title, rows, extra, head
 
 
@@ -743,7 +856,7 @@ def write_report(results: dict, name: str | None = None, *, record_manifest: boo
     profile = results.get("profile", "mini")
     if name is None:
         name = f"{profile}_quality_" + ("generator_sweep" if target == "sweep" else target) \
-            + (f"_{results['style']}" if target == "drift" else "")
+            + (f"_{results['style']}" if target in ("drift", "pairs") else "")
     command = command or invoked_command()
     title, rows, extra, head = _report_parts(results)
     md_path = figure_path(profile, f"{name}.md")
@@ -769,16 +882,18 @@ def write_report(results: dict, name: str | None = None, *, record_manifest: boo
 # command line: facestyle quality {generator,encoders,drift}
 # --------------------------------------------------------------------------------------------------------------
 
-def _common(q: argparse.ArgumentParser, n: int, batch: int) -> None:
+def _common(q: argparse.ArgumentParser, n: int | None, batch: int) -> None:
+    """Options every target shares; ``n=None`` for a target that reads a fixed set (no --n, --seed, manifest)."""
     q.add_argument("--oracle", default="mini-oracle", help="oracle checkpoint (hub name or path)")
-    q.add_argument("--n", type=int, default=n, help=f"number of images (default {n})")
-    q.add_argument("--seed", type=int, default=0, help="protocol seed (facestyle.eval.quality.protocol_seeds)")
+    if n is not None:
+        q.add_argument("--n", type=int, default=n, help=f"number of images (default {n})")
+        q.add_argument("--seed", type=int, default=0, help="protocol seed (facestyle.eval.quality.protocol_seeds)")
+        q.add_argument("--record-manifest", action="store_true",
+                       help="merge the headline numbers into the checkpoints' manifest entries")
     q.add_argument("--batch", type=int, default=batch)
     q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     q.add_argument("--profile", default="mini")
     q.add_argument("--name", default=None, help="report name under figures/<profile>/ (no extension)")
-    q.add_argument("--record-manifest", action="store_true",
-                   help="merge the headline numbers into the checkpoints' manifest entries")
     q.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
 
 
@@ -818,6 +933,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--style", required=True, help="target style of G' (cartoon, anime, fantasy, illustration, "
                                                   "impasto)")
     _common(q, 1000, 250)
+    q = sub.add_parser("pairs", help="does each pseudo-pair level keep the true content of its style image? "
+                                     "(oracle agreement, value shares, confusion)")
+    q.add_argument("--style", required=True, help="style whose pairs to read")
+    q.add_argument("--pairs-dir", default=None, help="folder with pairs_level<k>.pt (default: "
+                                                     "runs/study/<profile>-pairs-<style>)")
+    q.add_argument("--levels", default="1,2,3", help="pair levels to read, comma-separated (missing files skipped)")
+    _common(q, None, 250)
 
 
 def main_from_args(args) -> int:
@@ -825,8 +947,8 @@ def main_from_args(args) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(int(args.threads))
     target = args.quality_target
-    common = dict(oracle=args.oracle, n=args.n, seed=args.seed, batch=args.batch, device=args.device,
-                  profile=args.profile)
+    common = dict(oracle=args.oracle, n=getattr(args, "n", None), seed=getattr(args, "seed", 0), batch=args.batch,
+                  device=args.device, profile=args.profile)
     if target == "generator":
         res = generator_quality(args.ckpt, truncation=args.truncation, **common)
         head = {"fid_gen_vs_real": res["fid_gen_vs_real"], "fid_real_vs_real": res["fid_real_vs_real"],
@@ -841,8 +963,12 @@ def main_from_args(args) -> int:
                     "continuous": r["agreement"]["mean_continuous"]} for k, r in res["kinds"].items()}
         head["oracle_ceiling_categorical"] = res["oracle_ceiling"]["mean_categorical"]
     elif target == "drift":
-        res = drift_quality(args.ckpt, args.finetuned, style=args.style, **common)
+        res = drift_quality(args.ckpt, args.finetuned, style=args.style, figure=args.name or True, **common)
         head = {"agreement": res["agreement"], "style_accuracy": res["style_accuracy"]}
+    elif target == "pairs":
+        res = pair_faithfulness(args.style, args.pairs_dir, [int(k) for k in args.levels.split(",") if k],
+                                oracle=args.oracle, batch=args.batch, device=args.device, profile=args.profile)
+        head = {lab: a["mean_categorical"] for lab, a in res["agreement"].items()}
     else:  # argparse's choices make this unreachable from the command line
         raise ValueError(f"unknown quality target {target!r}")
     command = None
@@ -853,7 +979,7 @@ def main_from_args(args) -> int:
         # A G' that is not shipped (e.g. the unconstrained baseline of issue "mini world"): its drift is a
         # property of G's finetuning, so it is recorded under G's entry (the command names the G' measured).
         names = {res["checkpoints"]["finetuned"]: _manifest_entry_for(res["checkpoints"]["generator"])}
-    paths = write_report(res, args.name, record_manifest=args.record_manifest, command=command,
+    paths = write_report(res, args.name, record_manifest=getattr(args, "record_manifest", False), command=command,
                          manifest_names=names)
     print(json.dumps({**head, "runtime_s": round(res["runtime_s"], 1), "report": paths["md"],
                       "figure": res.get("figure")}, indent=1, default=M._plain_value))

@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 from .. import hub
-from ..nn.perceptual import lpips_distance, resize_for_loss
+from ..nn.perceptual import lpips_features, lpips_to_features, resize_for_loss
 from ..utils import atomic_torch_save, get_device
 
 SPACES = ("v", "w", "wplus", "zplus")
@@ -417,6 +417,7 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
         noises.append(maps.requires_grad_(True))
     opt = torch.optim.Adam([v] + noises, lr=s.lr)
 
+    target_feats = lpips_features(target, lpips, s.size)  # fixed: computed once, not at every step
     lp_start = None
     for i in range(s.iters):
         t = i / s.iters
@@ -427,7 +428,7 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
             jitter = torch.stack([torch.randn(v.shape[1:], generator=gen) for gen in gens]).to(dev)
             v_in = v + strength * jitter
         img = g.synthesis(decode(v_in), noise=noises)  # W or W+ codes straight into synthesis
-        lp = lpips_distance(img, target, lpips, s.size)
+        lp = lpips_to_features(img, target_feats, lpips, s.size)
         loss = (lp + s.noise_reg * noise_regularize(noises)).sum()  # per-sample terms summed: no interaction
         if lp_start is None:
             lp_start = lp.detach()
@@ -442,7 +443,7 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
     with torch.no_grad():
         w = decode(v.detach())
         img = g.synthesis(w, noise=[n.detach() for n in noises])
-        lp_end = lpips_distance(img, target, lpips, s.size)
+        lp_end = lpips_to_features(img, target_feats, lpips, s.size)
     if lp_start is None:  # iters == 0
         lp_start = lp_end
     return InversionResult(v=v.detach().cpu(), w=w.cpu(), noises=[n.detach().cpu() for n in noises],

@@ -48,13 +48,14 @@ import torch.nn as nn
 
 from .. import hub
 from ..config import Profile, check_style, get_profile
-from ..nn.perceptual import identity_distance, lpips_distance, resize_for_loss
+from ..nn.perceptual import (identity_distance, identity_embedding, identity_to_embedding, lpips_distance,
+                              lpips_features, lpips_to_features, resize_for_loss)
 from ..utils import atomic_torch_save, get_device
 from .invert import frozen, model_hash, tensor_digest
 from .losses import LossModels
 
-__all__ = ["PairLevel", "PairsResult", "level1", "level2", "level3", "semantic_per_sample", "make_pairs",
-           "pair_file_dict", "pairs_figure", "add_arguments", "main_from_args", "LEVEL3_SOURCES"]
+__all__ = ["PairLevel", "PairsResult", "level1", "level2", "level3", "semantic_per_sample", "semantic_target",
+           "make_pairs", "pair_file_dict", "pairs_figure", "add_arguments", "main_from_args", "LEVEL3_SOURCES"]
 
 LEVEL3_SOURCES = ("style", "p2")
 # P images are stored at most at this resolution (the loss size of the paper): 317 images at 1024 px would be
@@ -146,6 +147,25 @@ def semantic_per_sample(images: torch.Tensor, targets: torch.Tensor, lossmodels:
     return d
 
 
+def semantic_target(targets: torch.Tensor, lossmodels: LossModels):
+    """Paper Eq. 1 per sample against a *fixed* batch of targets: returns ``f(images) -> [B]``, the same numbers
+    as ``semantic_per_sample(images, targets, lossmodels)``, with the targets' LPIPS features and identity
+    embeddings computed once instead of at every step of Eq. 5's optimisation (gradients flow to ``images``
+    only)."""
+    size = lossmodels.size
+    feats = lpips_features(targets, lossmodels.lpips, size)
+    use_id = lossmodels.identity is not None and bool(lossmodels.lambda_id)
+    emb = identity_embedding(targets, lossmodels.identity, size) if use_id else None
+
+    def per_sample(images: torch.Tensor) -> torch.Tensor:
+        d = lpips_to_features(images, feats, lossmodels.lpips, size)
+        if use_id:
+            d = d + float(lossmodels.lambda_id) * identity_to_embedding(images, emb, lossmodels.identity, size)
+        return d
+
+    return per_sample
+
+
 def _batch_key(z0: torch.Tensor, s: torch.Tensor, g_star_hash: str, loss_hash: str, iters: int, lr: float,
                lambda_id: float, size) -> str:
     blob = json.dumps({"z0": tensor_digest(z0.float().cpu()), "style": tensor_digest(s.float().cpu()),
@@ -161,10 +181,11 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
     s = s.float().to(dev)
     z = z0.detach().clone().float().to(dev).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
+    eq1 = semantic_target(s, lossmodels)
     loss0 = None
     for i in range(iters):
         img = g_star.synthesis(g_star.mapping(z), noise_mode="const")  # G*(z+), G*'s own mapping
-        per = semantic_per_sample(img, s, lossmodels)
+        per = eq1(img)
         if loss0 is None:
             loss0 = per.detach().cpu()
         if trace is not None:
@@ -177,7 +198,7 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
         if i % 10 == 0 or i == iters - 1:
             bar.set_postfix(sem=f"{per.mean().item():.4f}")
     with torch.no_grad():
-        loss1 = semantic_per_sample(g_star.synthesis(g_star.mapping(z), noise_mode="const"), s, lossmodels).cpu()
+        loss1 = eq1(g_star.synthesis(g_star.mapping(z), noise_mode="const")).cpu()
     if loss0 is None:  # iters == 0
         loss0 = loss1
     return z.detach().cpu(), loss0, loss1

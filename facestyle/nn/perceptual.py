@@ -56,7 +56,7 @@ from ..utils import get_device
 __all__ = [
     "LPIPS_CKPT", "MINI_LPIPS_SEED", "PSP_FACE_CROP", "FACENET_SIZE", "build_lpips", "lpips_distance",
     "resize_for_loss", "load_lpips_backbone", "seed_backbone", "FaceNetIdentity", "build_identity",
-    "identity_distance",
+    "identity_distance", "lpips_features", "lpips_to_features", "identity_embedding", "identity_to_embedding",
 ]
 
 # Registry names of the torchvision backbones (facestyle.hub entries), per lpips net name.
@@ -230,6 +230,49 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, model: nn.Module, size: int
     return d.reshape(d.shape[0])
 
 
+# A fixed target (the style images of Eq. 5, the references of the V-space projector) is compared with a new
+# image at every optimisation step; its features never change, so computing them once saves one backbone pass
+# (and its activations) per step. The two functions below split lpips.LPIPS.forward at that point.
+
+def _check_lpips_model(model: nn.Module) -> None:
+    if not (hasattr(model, "net") and hasattr(model, "lins")) or getattr(model, "spatial", False) \
+            or not getattr(model, "lpips", True):
+        raise TypeError("cached LPIPS features need an lpips.LPIPS model with linear heads and spatial=False")
+
+
+def _lpips_unit_features(x: torch.Tensor, model: nn.Module) -> list[torch.Tensor]:
+    import lpips
+
+    x = model.scaling_layer(x) if model.version == "0.1" else x
+    return [lpips.normalize_tensor(f) for f in model.net.forward(x)]
+
+
+def lpips_features(x: torch.Tensor, model: nn.Module, size: int | None = None) -> list[torch.Tensor]:
+    """The unit-normalised per-layer features that LPIPS compares, for a fixed batch of targets ``x`` in
+    [-1, 1], resized to ``size`` first; computed without gradients. Use with :func:`lpips_to_features`."""
+    _check_lpips_model(model)
+    dev = _model_device(model)
+    x = resize_for_loss(x, size)
+    with torch.no_grad():
+        return _lpips_unit_features(x.to(dev) if dev is not None else x, model)
+
+
+def lpips_to_features(a: torch.Tensor, features: list[torch.Tensor], model: nn.Module,
+                      size: int | None = None) -> torch.Tensor:
+    """Per-image LPIPS ``[B]`` between ``a`` and the targets whose :func:`lpips_features` are ``features``:
+    the same number as ``lpips_distance(a, targets, model, size)`` (tests/test_perceptual.py), differentiable
+    with respect to ``a``, with one backbone pass instead of two."""
+    import lpips
+
+    _check_lpips_model(model)
+    dev = _model_device(model)
+    a = resize_for_loss(a, size)
+    fa = _lpips_unit_features(a.to(dev) if dev is not None else a, model)
+    d = sum(lpips.spatial_average(model.lins[k]((fa[k] - features[k]) ** 2), keepdim=True)
+            for k in range(len(fa)))
+    return d.reshape(d.shape[0])
+
+
 # --------------------------------------------------------------------------------------------------------------
 # identity
 # --------------------------------------------------------------------------------------------------------------
@@ -321,3 +364,21 @@ def identity_distance(a: torch.Tensor, b: torch.Tensor, model: nn.Module, size: 
         a, b = a.to(dev), b.to(dev)
     ea, eb = F.normalize(model(a), dim=1), F.normalize(model(b), dim=1)
     return (1.0 - (ea * eb).sum(1)).clamp_min(0.0)
+
+
+def identity_embedding(x: torch.Tensor, model: nn.Module, size: int | None = None) -> torch.Tensor:
+    """Unit identity embeddings ``[B, D]`` of a fixed batch of targets (no gradients), for
+    :func:`identity_to_embedding`."""
+    dev = _model_device(model)
+    x = resize_for_loss(x, size)
+    with torch.no_grad():
+        return F.normalize(model(x.to(dev) if dev is not None else x), dim=1)
+
+
+def identity_to_embedding(a: torch.Tensor, embedding: torch.Tensor, model: nn.Module,
+                          size: int | None = None) -> torch.Tensor:
+    """:func:`identity_distance` between ``a`` and targets given by their :func:`identity_embedding`."""
+    dev = _model_device(model)
+    a = resize_for_loss(a, size)
+    ea = F.normalize(model(a.to(dev) if dev is not None else a), dim=1)
+    return (1.0 - (ea * embedding).sum(1)).clamp_min(0.0)

@@ -31,10 +31,10 @@ from .content import (
     sample_content,
 )
 from .render import render
-from .datasets import domain_batch, style_dataset, vary_factor
+from .datasets import domain_batch, style_content, style_dataset, vary_factor
 
 __all__ = [
     "FACTORS", "DOMAINS", "Factor", "STYLE_BIAS", "NUM_FACTORS", "CONTINUOUS", "CATEGORICAL",
     "factor_names", "factor_index", "sample_content", "content_from_z", "base_content", "describe",
-    "check_domain", "render", "style_dataset", "domain_batch", "vary_factor",
+    "check_domain", "render", "style_dataset", "style_content", "domain_batch", "vary_factor",
 ]

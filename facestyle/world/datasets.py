@@ -19,11 +19,17 @@ def style_dataset(style: str, size: int = 64, seed: int | None = None, n: int | 
     impasto 120) unless ``n`` is given; the content follows ``STYLE_BIAS[style]``. Deterministic: the default
     seed is fixed per style.
     """
+    seed = STYLE_SEEDS[check_style(style)] if seed is None else int(seed)
+    content = style_content(style, seed, n)
+    return render(content, style, size=size, seed=seed), content
+
+
+def style_content(style: str, seed: int | None = None, n: int | None = None) -> torch.Tensor:
+    """The content ``[N, F]`` of :func:`style_dataset` without rendering it (same defaults)."""
     check_style(style)
     seed = STYLE_SEEDS[style] if seed is None else int(seed)
     n = PAPER_STYLE_SET_SIZES[style] if n is None else int(n)
-    content = sample_content(n, seed=seed, bias=STYLE_BIAS[style])
-    return render(content, style, size=size, seed=seed), content
+    return sample_content(n, seed=seed, bias=STYLE_BIAS[style])
 
 
 def domain_batch(n: int, size: int = 64, seed: int = 0, domains=DOMAINS, biased: bool = False):
@@ -59,4 +65,4 @@ def vary_factor(name: str, values, base: torch.Tensor | None = None) -> torch.Te
     return c
 
 
-__all__ = ["style_dataset", "domain_batch", "vary_factor", "STYLE_SEEDS"]
+__all__ = ["style_dataset", "style_content", "domain_batch", "vary_factor", "STYLE_SEEDS"]
