@@ -254,6 +254,28 @@ def test_pair_faithfulness_reads_every_level_against_the_true_content(ckpts, tmp
         Q.pair_faithfulness("impasto", tmp_path / "none", oracle=ckpts["oracle"], device="cpu")
 
 
+def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
+    from facestyle.world import DOMAINS
+
+    res = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
+    assert list(res["accuracy"]) == list(DOMAINS) and res["seeds"]["oracle"] == Q.protocol_seeds(0)["oracle"]
+    for dom in DOMAINS:
+        assert 0 <= res["domain_accuracy"][dom] <= 1
+        for f in FACTORS:
+            if f.kind != "categorical":
+                continue
+            m = res["confusion"][dom][f.name]  # rows: the true value; the diagonal is what was read right
+            assert sum(map(sum, m)) == N
+            assert res["accuracy"][dom][f.name] == pytest.approx(sum(m[j][j] for j in range(len(m))) / N)
+            for j, v in enumerate(f.values):
+                r = res["recall"][dom][f.name][v]
+                assert (r is None) == (sum(m[j]) == 0) and (r is None or r == pytest.approx(m[j][j] / sum(m[j])))
+    again = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=7, device="cpu")
+    assert again["accuracy"] == res["accuracy"]  # the batch size changes nothing
+    md = open(Q.write_report(res)["md"]).read()
+    assert md.startswith("# Oracle reading per domain") and "Values read back less than 80%" in md
+
+
 def test_record_manifest_merges_into_existing_quality(ckpts):
     from facestyle.pretrain import manifest
 
@@ -287,5 +309,6 @@ def test_cli_parser_and_run(ckpts, capsys):
                    ckpts["oracle"], "--n", "8", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["agreement"]["mean_all"] == 1.0 and out["report"].endswith("mini_quality_drift_cartoon.md")
+    assert p.parse_args(["oracle", "--n", "50"]).n == 50
     a = p.parse_args(["pairs", "--style", "cartoon", "--levels", "2"])
     assert a.levels == "2" and a.pairs_dir is None and not hasattr(a, "record_manifest")

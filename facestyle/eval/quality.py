@@ -51,7 +51,7 @@ from . import metrics as M
 __all__ = [
     "FREQ_TOLERANCE_POINTS", "CATEGORICAL_TARGET", "protocol_seeds", "oracle_read", "generate",
     "generator_quality", "content_fidelity", "confusion", "generator_sweep", "encoder_quality", "drift_quality",
-    "pair_faithfulness", "write_report", "add_arguments",
+    "pair_faithfulness", "oracle_quality", "write_report", "add_arguments",
     "main_from_args",
     "main",
 ]
@@ -60,6 +60,8 @@ __all__ = [
 # the real distribution; the W+ encoder keeping >= 90% of categorical factors (oracle(x) vs oracle(recon)).
 FREQ_TOLERANCE_POINTS = 5.0
 CATEGORICAL_TARGET = 0.90
+# A categorical value the oracle reads back less often than this is listed in the oracle report.
+ORACLE_WEAK_RECALL = 0.80
 ENCODER_KINDS = ("w", "wplus", "zplus")
 _KIND_LABEL = {"w": "W", "wplus": "W+", "zplus": "Z+"}
 # Per-sample noise seeds live far above every other seed used here (see protocol_seeds).
@@ -72,14 +74,15 @@ def protocol_seeds(seed: int = 0) -> dict[str, int]:
     ``z``: generator latents ``randn(n, style_dim)``; ``noise``: sample ``i``'s noise maps come from a generator
     seeded ``noise + i`` (per sample, so the set does not depend on ``batch``); ``real_a`` / ``real_b``: the two
     independent real sets, ``render(sample_content(n, seed=s), "real", seed=s)``; ``heldout``: the encoders'
-    test renders, same form. The offsets keep all of them far from the seeds the mini trainers use (the oracle's
+    test renders, same form; ``oracle``: the oracle target's renders (the same contents in every domain). The
+    offsets keep all of them far from the seeds the mini trainers use (the oracle's
     data: 0-5 and 1,010,000-1,010,005; the encoder trainer's content streams: multiples of 7 below 7 x steps;
     the trainers' texture seeds: the step index), so held-out really is held out. The drift target uses
     ``seed`` itself, as the registry's ``semantic_distance`` protocol does (``semantic_latents``).
     """
     seed = int(seed)
     return {"z": 20_000_000 + seed, "noise": _NOISE_BASE + seed * 10 ** 7, "real_a": 30_000_000 + seed,
-            "real_b": 40_000_000 + seed, "heldout": 50_000_000 + seed, "drift_w": seed}
+            "real_b": 40_000_000 + seed, "heldout": 50_000_000 + seed, "oracle": 60_000_000 + seed, "drift_w": seed}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -632,12 +635,58 @@ def pair_faithfulness(style: str = "cartoon", pairs_dir: Any = None, levels: Seq
     return out
 
 
+@torch.no_grad()
+def oracle_quality(oracle: Any = "mini-oracle", n: int = 1000, seed: int = 0, batch: int = 250, device: Any = "auto",
+                   *, profile: str = "mini") -> dict:
+    """How well the oracle, the instrument behind every agreement, frequency and FID number, reads each domain.
+
+    Protocol:
+
+    * renders: the same ``n`` contents ``sample_content(n, seed=s)`` drawn in each of the six domains with
+      texture seed ``s = protocol_seeds(seed)["oracle"]``, far from the oracle's training seeds;
+    * ``accuracy[domain][factor]``: categorical factors - share read exactly; continuous factors - share read
+      within 0.1 of the truth (the tolerance of attribute agreement); ``domain_accuracy[domain]``: share put in
+      the right domain;
+    * ``recall[domain][factor][value]``: for each categorical value, the share of the renders holding it that
+      are read as it; ``confusion[domain][factor]``: counts of (true value, value read).
+
+    A low recall marks a value whose frequency the oracle misstates in that domain, in renders and, as far as
+    they resemble renders, in generated images.
+    """
+    t0 = time.perf_counter()
+    dev = get_device(device)
+    orc = _load_oracle(oracle, dev)
+    s = protocol_seeds(seed)["oracle"]
+    truth = sample_content(int(n), seed=s)
+    size = int(getattr(orc, "size", 64))
+    out = {"target": "oracle", "profile": profile, "n": int(n), "seed": int(seed), "seeds": {"oracle": s},
+           "batch": batch, "checkpoints": {"oracle": _ref(oracle)}, "accuracy": {}, "domain_accuracy": {},
+           "recall": {}, "confusion": {}}
+    for k, dom in enumerate(DOMAINS):
+        x = render(truth, dom, size=size, seed=s)
+        _, c, d = oracle_read(orc, x.to(dev), batch, features=False)
+        c, d = c.cpu(), d.cpu()
+        out["domain_accuracy"][dom] = float((d == k).float().mean())
+        acc, rec, conf = {}, {}, {}
+        for i, f in enumerate(FACTORS):
+            if f.kind == "categorical":
+                m = confusion(truth, c, i)
+                acc[f.name] = float(sum(m[j][j] for j in range(len(m))) / len(truth))
+                rec[f.name] = {v: (m[j][j] / sum(m[j]) if sum(m[j]) else None) for j, v in enumerate(f.values)}
+                conf[f.name] = m
+            else:
+                acc[f.name] = float(((c[:, i] - truth[:, i]).abs() < 0.1).float().mean())
+        out["accuracy"][dom], out["recall"][dom], out["confusion"][dom] = acc, rec, conf
+    out["runtime_s"] = time.perf_counter() - t0
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------
 # reports and the manifest
 # --------------------------------------------------------------------------------------------------------------
 
 _PROTOCOLS = {"generator": generator_quality, "sweep": generator_sweep, "encoders": encoder_quality,
-              "drift": drift_quality, "pairs": pair_faithfulness}
+              "drift": drift_quality, "pairs": pair_faithfulness, "oracle": oracle_quality}
 
 
 def _protocol_text(target: str) -> str:
@@ -786,8 +835,38 @@ def _report_parts(res: dict) -> tuple[str, list[dict], list[str], dict]:
                                 for f in FACTORS if f.kind == "categorical" for j, v in enumerate(f.values)])
         extra += ["", "Pair files: " + ", ".join(f"{k} `{v}`" for k, v in res["files"].items()) + "."]
         head = {}
+    elif target == "oracle":
+        title = f"Oracle reading per domain: {res['checkpoints']['oracle']} (n = {res['n']} contents per domain)"
+        cat = [f.name for f in FACTORS if f.kind == "categorical"]
+        cont = [f.name for f in FACTORS if f.kind != "categorical"]
+        rows = [{"domain": dom, "domain_accuracy": res["domain_accuracy"][dom],
+                 "categorical": sum(a[f] for f in cat) / len(cat), "continuous": sum(a[f] for f in cont) / len(cont)}
+                for dom, a in res["accuracy"].items()]
+        doms = list(res["accuracy"])
+        extra = ["", "## Accuracy per factor and domain (categorical: exact; continuous: within 0.1)", ""]
+        extra += _factor_table(["factor"] + doms, [[f.name] + [res["accuracy"][d][f.name] for d in doms]
+                                                   for f in FACTORS])
+        weak = []
+        for d in doms:
+            for f in FACTORS:
+                if f.kind != "categorical":
+                    continue
+                for j, (v, r) in enumerate(res["recall"][d][f.name].items()):
+                    if r is None or r >= ORACLE_WEAK_RECALL:
+                        continue
+                    row = res["confusion"][d][f.name][j]
+                    other = max((jj for jj in range(len(row)) if jj != j), key=row.__getitem__)
+                    weak.append((d, f.name, v, r, f"{f.values[other]} ({row[other]} of {sum(row)})"))
+        extra += ["", f"## Values read back less than {ORACLE_WEAK_RECALL:.0%} of the time", ""]
+        extra += _factor_table(["domain", "factor", "value", "recall", "most often read as"], weak) if weak \
+            else ["none"]
+        head = {res["checkpoints"]["oracle"]: {"reading_per_domain": {
+            "categorical": {r["domain"]: r["categorical"] for r in rows},
+            "continuous_within_0.1": {r["domain"]: r["continuous"] for r in rows}, "n": res["n"],
+            "seed": res["seed"]}}}
     else:
-        raise ValueError(f"unknown result target {target!r}: expected generator, sweep, encoders, drift or pairs")
+        raise ValueError(f"unknown result target {target!r}: expected generator, sweep, encoders, drift, pairs or "
+                         "oracle")
     return title, rows, extra, head
 
 
@@ -933,6 +1012,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--style", required=True, help="target style of G' (cartoon, anime, fantasy, illustration, "
                                                   "impasto)")
     _common(q, 1000, 250)
+    q = sub.add_parser("oracle", help="held-out accuracy of the oracle per factor and domain, recall per value")
+    _common(q, 1000, 250)
     q = sub.add_parser("pairs", help="does each pseudo-pair level keep the true content of its style image? "
                                      "(oracle agreement, value shares, confusion)")
     q.add_argument("--style", required=True, help="style whose pairs to read")
@@ -965,6 +1046,10 @@ def main_from_args(args) -> int:
     elif target == "drift":
         res = drift_quality(args.ckpt, args.finetuned, style=args.style, figure=args.name or True, **common)
         head = {"agreement": res["agreement"], "style_accuracy": res["style_accuracy"]}
+    elif target == "oracle":
+        res = oracle_quality(**common)
+        cat = [f.name for f in FACTORS if f.kind == "categorical"]
+        head = {dom: round(sum(a[f] for f in cat) / len(cat), 4) for dom, a in res["accuracy"].items()}
     elif target == "pairs":
         res = pair_faithfulness(args.style, args.pairs_dir, [int(k) for k in args.levels.split(",") if k],
                                 oracle=args.oracle, batch=args.batch, device=args.device, profile=args.profile)
