@@ -102,6 +102,24 @@ def test_judges_lower_loss_and_export(tmp_path, what):
         assert torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
 
 
+def test_oracle_factor_weights_scale_one_term():
+    from facestyle import world
+
+    assert pj.parse_factor_weights("") == {} and pj.parse_factor_weights("eye_color=5, glasses=2") == {
+        "eye_color": 5.0, "glasses": 2.0}
+    with pytest.raises(ValueError, match="NAME=WEIGHT"):
+        pj.parse_factor_weights("eye_colour=5")
+    torch.manual_seed(0)
+    model = pj.build_oracle(64).eval()
+    x, c = torch.rand(4, 3, 64, 64) * 2 - 1, world.sample_content(4, seed=1)
+    d = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        base = float(pj.oracle_loss(model, x, c, d))
+        i = world.factor_index("eye_color")
+        eye = float(torch.nn.functional.cross_entropy(model(x)[0][i], c[:, i].long()))
+        assert float(pj.oracle_loss(model, x, c, d, {"eye_color": 3.0})) == pytest.approx(base + 2 * eye, rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["w", "wplus", "zplus"])
 def test_encoder_training_lowers_loss(tmp_path, kind):
     g, _ = pg.build_models("mini")

@@ -36,6 +36,9 @@ class JudgeTrainConfig:
     lr: float = 2e-3
     size: int = 64
     temperature: float = 0.1
+    # Oracle only: extra loss weight per factor, "name=w,name=w" (e.g. "eye_color=5"); others weigh 1 (see
+    # oracle_loss). Empty: the shipped oracle's recipe.
+    factor_weights: str = ""
     ckpt_every_s: float = 300.0
     seed: int = 0
     device: str = "auto"
@@ -100,14 +103,32 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x + 0.03 * torch.randn(x.shape, generator=g) * (torch.rand(len(x), 1, 1, 1, generator=g) < 0.5)
 
 
-def oracle_loss(model: Oracle, x, c, d):
+def parse_factor_weights(text: str) -> dict[str, float]:
+    """``"eye_color=5,glasses=2"`` -> ``{"eye_color": 5.0, "glasses": 2.0}``; names must be world factors."""
+    out = {}
+    for item in (s.strip() for s in (text or "").split(",")):
+        if not item:
+            continue
+        name, sep, w = item.partition("=")
+        if not sep or name.strip() not in world.factor_names():
+            raise ValueError(f"factor weight {item!r}: expected NAME=WEIGHT with NAME one of "
+                             f"{', '.join(world.factor_names())}")
+        out[name.strip()] = float(w)
+    return out
+
+
+def oracle_loss(model: Oracle, x, c, d, weights: dict[str, float] | None = None):
+    """Domain cross-entropy + per factor 10 x MSE (continuous, on [0, 1]) or cross-entropy (categorical), each
+    factor's term times ``weights.get(name, 1)``."""
     parts, dom = model(x)
     loss = F.cross_entropy(dom, d)
+    weights = weights or {}
     for i, ((kind, _), p) in enumerate(zip(model.factor_kinds, parts)):
+        w = weights.get(world.FACTORS[i].name, 1.0)
         if kind == "continuous":
-            loss = loss + 10 * F.mse_loss(p.squeeze(1), c[:, i])
+            loss = loss + w * 10 * F.mse_loss(p.squeeze(1), c[:, i])
         else:
-            loss = loss + F.cross_entropy(p, c[:, i].long())
+            loss = loss + w * F.cross_entropy(p, c[:, i].long())
     return loss
 
 
@@ -146,6 +167,7 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
         model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         step, wall = state["step"], state["wall_s"]
     model.to(device).train()
+    weights = parse_factor_weights(cfg.factor_weights)
     g = torch.Generator().manual_seed(cfg.seed + step)
     tr = data["train"]
     n = len(tr["x"] if cfg.what == "oracle" else tr["a"])
@@ -157,7 +179,7 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
             idx = torch.randint(n, (cfg.batch,), generator=g)
             if cfg.what == "oracle":
                 x = augment(_from_u8(tr["x"][idx]), g).to(device)
-                loss = oracle_loss(model, x, tr["c"][idx].to(device), tr["d"][idx].to(device))
+                loss = oracle_loss(model, x, tr["c"][idx].to(device), tr["d"][idx].to(device), weights)
             else:
                 xa = augment(_from_u8(tr["a"][idx]), g).to(device)
                 xb = augment(_from_u8(tr["b"][idx]), g).to(device)
