@@ -14,6 +14,8 @@ under ``figures/<profile>/``, for some a figure next to it, optionally merged in
   categorical factor moves (confusion of G's values against G''s).
 * :func:`pair_faithfulness` - do the pseudo pairs (section 3.2) keep their style image's content? Oracle
   agreement between the true content of S and each level's P_k, with value shares and confusion.
+* :func:`oracle_quality` - how well does the instrument itself read each factor in each domain? Held-out
+  accuracy per factor and domain, and the recall of every categorical value.
 
 (:func:`generator_sweep` compares several generator checkpoints on a validation seed.)
 
