@@ -63,11 +63,16 @@ def test_eye_pixels_are_the_irises_and_the_eye_term_trains(tmp_path):
     assert float((diff * (1 - m)).max()) < 0.05 and float((diff * m).sum()) > 1.0
     assert float(pg.masked_l1(x, x + 1.0, m)) == pytest.approx(1.0)
     assert float(pg.masked_l1(x, x + 1.0, torch.zeros_like(m))) == 0.0
+    # earrings: the mask lies at the sides of the head, where an earring is or would be
+    e = pg.factor_pixels(c, x, "earrings", 64, 5, True)
+    assert ((e.sum((1, 2, 3)) > 2) & (e.mean((1, 2, 3)) < 0.03)).all()
+    assert float((e * m).sum()) == 0.0 and float(e[..., 24:40].sum()) == 0.0  # not the eyes, not the face middle
     cfg = pg.GeneratorTrainConfig(out=str(tmp_path / "g"), snapshot=None, batch=4, warm_steps=20, adv_steps=0,
-                                  sample_every=1000, threads=2, eye_weight=1.0)
+                                  sample_every=1000, threads=2, eye_weight=1.0, earring_weight=1.0)
     pg.train(cfg, progress=False)
     log = _log(tmp_path / "g" / "log.jsonl")
     assert "eye" in log[-1] and log[-1]["eye"] < log[0]["eye"]
+    assert "earring" in log[-1] and log[-1]["earring"] < log[0]["earring"]
 
 
 def test_compact_state_moments_bfloat16():
