@@ -40,6 +40,8 @@ from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args
 class GeneratorTrainConfig:
     profile: str = "mini"
     out: str = "runs/mini-generator"
+    # Read at start when <out> holds no state, and rewritten (compact) at every checkpoint, so that a committed
+    # snapshot lets a later session resume. To branch an experiment from a saved state, pass a copy of it.
     snapshot: str | None = "facestyle/checkpoints/mini/state/generator.pt"
     batch: int = 16
     warm_steps: int = 30000
