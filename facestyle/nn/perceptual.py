@@ -260,7 +260,7 @@ def lpips_features(x: torch.Tensor, model: nn.Module, size: int | None = None) -
 def lpips_to_features(a: torch.Tensor, features: list[torch.Tensor], model: nn.Module,
                       size: int | None = None) -> torch.Tensor:
     """Per-image LPIPS ``[B]`` between ``a`` and the targets whose :func:`lpips_features` are ``features``:
-    the same number as ``lpips_distance(a, targets, model, size)`` (tests/test_perceptual.py), differentiable
+    the same number as ``lpips_distance(a, targets, model, size)`` (tests/test_metrics.py), differentiable
     with respect to ``a``, with one backbone pass instead of two."""
     import lpips
 
