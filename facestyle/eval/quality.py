@@ -603,14 +603,20 @@ def pair_faithfulness(style: str = "cartoon", pairs_dir: Any = None, levels: Seq
     orc = _load_oracle(oracle, dev)
     loaded = {k: hub.safe_load(f) for k, f in files.items()}
     size = int(next(iter(loaded.values()))["pseudo_real"].shape[-1])
+    sets: dict = {}  # style_dataset(style, n=N) per N, rendered once for all levels
+
+    def style_set(n_imgs: int | None):
+        if n_imgs not in sets:
+            sets[n_imgs] = style_dataset(style, size=size, n=n_imgs)
+        return sets[n_imgs]
+
     s_imgs = truth = None
     for k, d in loaded.items():  # a pair file holds the rows of the style set it used, or the style images
         if d.get("index") is not None:
-            s_all, c_all = style_dataset(style, size=size)
             rows = torch.as_tensor(d["index"]).long()
-            s_k, c_k = s_all[rows], c_all[rows]
+            s_k, c_k = (x[rows] for x in style_set(None))
         else:  # made from world.style_dataset(style, n=N): the same call gives the same images
-            s_k, c_k = style_dataset(style, size=size, n=len(d["style"]))
+            s_k, c_k = style_set(len(d["style"]))
             if (d["style"].float() - s_k).abs().max() > 1e-2:
                 raise ValueError(f"{files[k]} was not made from world.style_dataset({style!r}, n={len(s_k)})")
         if truth is not None and not torch.equal(truth, c_k):
