@@ -270,6 +270,8 @@ def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
             for j, v in enumerate(f.values):
                 r = res["recall"][dom][f.name][v]
                 assert (r is None) == (sum(m[j]) == 0) and (r is None or r == pytest.approx(m[j][j] / sum(m[j])))
+        cats = [f.name for f in FACTORS if f.kind == "categorical"]
+        assert res["mean"][dom]["categorical"] == pytest.approx(sum(res["accuracy"][dom][f] for f in cats) / len(cats))
     again = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=7, device="cpu")
     assert again["accuracy"] == res["accuracy"]  # the batch size changes nothing
     md = open(Q.write_report(res)["md"]).read()

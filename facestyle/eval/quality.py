@@ -500,7 +500,7 @@ def encoder_quality(kinds: Sequence[str] = ENCODER_KINDS, encoders: dict[str, An
 def drift_quality(g_ckpt: Any, g_prime_ckpt: Any, oracle: Any = "mini-oracle", n: int = 1000, seed: int = 0,
                   style: str = "cartoon", batch: int = 250, device: Any = "auto", *, profile: str = "mini",
                   figure: bool | str = True) -> dict:
-    """Semantic drift of a finetuned G' measured by the oracle; writes ``mini_drift_<style>.png``.
+    """Semantic drift of a finetuned G' measured by the oracle; writes a G(w) / G'(w) figure.
 
     Protocol:
 
@@ -668,8 +668,10 @@ def oracle_quality(oracle: Any = "mini-oracle", n: int = 1000, seed: int = 0, ba
     truth = sample_content(int(n), seed=s)
     size = int(getattr(orc, "size", 64))
     out = {"target": "oracle", "profile": profile, "n": int(n), "seed": int(seed), "seeds": {"oracle": s},
-           "batch": batch, "checkpoints": {"oracle": _ref(oracle)}, "accuracy": {}, "domain_accuracy": {},
-           "recall": {}, "confusion": {}}
+           "batch": batch, "checkpoints": {"oracle": _ref(oracle)}, "accuracy": {}, "mean": {},
+           "domain_accuracy": {}, "recall": {}, "confusion": {}}
+    groups = {"categorical": [f.name for f in FACTORS if f.kind == "categorical"],
+              "continuous": [f.name for f in FACTORS if f.kind != "categorical"]}
     for k, dom in enumerate(DOMAINS):
         x = render(truth, dom, size=size, seed=s)
         _, c, d = oracle_read(orc, x.to(dev), batch, features=False)
@@ -685,6 +687,7 @@ def oracle_quality(oracle: Any = "mini-oracle", n: int = 1000, seed: int = 0, ba
             else:
                 acc[f.name] = float(((c[:, i] - truth[:, i]).abs() < 0.1).float().mean())
         out["accuracy"][dom], out["recall"][dom], out["confusion"][dom] = acc, rec, conf
+        out["mean"][dom] = {kind: sum(acc[f] for f in names) / len(names) for kind, names in groups.items()}
     out["runtime_s"] = time.perf_counter() - t0
     return out
 
@@ -845,11 +848,8 @@ def _report_parts(res: dict) -> tuple[str, list[dict], list[str], dict]:
         head = {}
     elif target == "oracle":
         title = f"Oracle reading per domain: {res['checkpoints']['oracle']} (n = {res['n']} contents per domain)"
-        cat = [f.name for f in FACTORS if f.kind == "categorical"]
-        cont = [f.name for f in FACTORS if f.kind != "categorical"]
-        rows = [{"domain": dom, "domain_accuracy": res["domain_accuracy"][dom],
-                 "categorical": sum(a[f] for f in cat) / len(cat), "continuous": sum(a[f] for f in cont) / len(cont)}
-                for dom, a in res["accuracy"].items()]
+        rows = [{"domain": dom, "domain_accuracy": res["domain_accuracy"][dom], **res["mean"][dom]}
+                for dom in res["accuracy"]]
         doms = list(res["accuracy"])
         extra = ["", "## Accuracy per factor and domain (categorical: exact; continuous: within 0.1)", ""]
         extra += _factor_table(["factor"] + doms, [[f.name] + [res["accuracy"][d][f.name] for d in doms]
@@ -966,7 +966,7 @@ def write_report(results: dict, name: str | None = None, *, record_manifest: boo
 
 
 # --------------------------------------------------------------------------------------------------------------
-# command line: facestyle quality {generator,encoders,drift}
+# command line: facestyle quality {generator,sweep,encoders,drift,oracle,pairs}
 # --------------------------------------------------------------------------------------------------------------
 
 def _common(q: argparse.ArgumentParser, n: int | None, batch: int) -> None:
@@ -1056,8 +1056,7 @@ def main_from_args(args) -> int:
         head = {"agreement": res["agreement"], "style_accuracy": res["style_accuracy"]}
     elif target == "oracle":
         res = oracle_quality(**common)
-        cat = [f.name for f in FACTORS if f.kind == "categorical"]
-        head = {dom: round(sum(a[f] for f in cat) / len(cat), 4) for dom, a in res["accuracy"].items()}
+        head = {dom: round(m["categorical"], 4) for dom, m in res["mean"].items()}
     elif target == "pairs":
         res = pair_faithfulness(args.style, args.pairs_dir, [int(k) for k in args.levels.split(",") if k],
                                 oracle=args.oracle, batch=args.batch, device=args.device, profile=args.profile)
