@@ -42,6 +42,17 @@ def test_generator_warm_start_lowers_loss_and_resumes(tmp_path):
     loaded = hub.load_generator(out, device="cpu")
     assert loaded.g_ema.size == 64 and loaded.latent_avg.shape[-1] == 128
     assert hub.load_discriminator(out, device="cpu").size == 64
+    # branch from a kept file (init): its weights and step, fresh optimisers; the file itself is left alone
+    digest = hub.sha256_file(tmp_path / "g" / kept[0])
+    branch = pg.GeneratorTrainConfig(out=str(tmp_path / "b"), snapshot=None, init=str(tmp_path / "g" / kept[0]),
+                                     batch=4, warm_steps=30, adv_steps=10, sample_every=1000, threads=2)
+    g, _ = pg.build_models("mini")
+    pg.load_shippable(branch.init, g, g, pg.build_models("mini")[1])
+    ref = hub.load_generator(tmp_path / "g" / kept[0], device="cpu").g_ema.state_dict()
+    assert all(torch.equal(v, ref[k].float()) for k, v in g.state_dict().items())
+    state = pg.train(branch, progress=False)
+    assert state["step"] == 40 and [r["step"] for r in _log(tmp_path / "b" / "log.jsonl")] == [40]
+    assert hub.sha256_file(tmp_path / "g" / kept[0]) == digest
 
 
 def test_eye_pixels_are_the_irises_and_the_eye_term_trains(tmp_path):

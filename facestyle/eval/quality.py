@@ -280,7 +280,7 @@ def generator_quality(g_ckpt: Any = "mini-stylegan2-64", oracle: Any = "mini-ora
     gap = M.frequency_gap(gen_content)
     out = {
         # The same comparison read through one instrument: G's frequencies against the oracle's on real renders,
-        # which cancels the oracle's own misreadings (e.g. grey eyes read as blue at 64 px).
+        # which cancels the oracle's own misreadings (e.g. the first oracle read grey eyes as green).
         "freq_gap_vs_oracle_on_real": M.frequency_gap(gen_content, freq_orc),
         "target": "generator", "profile": profile, "n": n, "seed": int(seed), "batch": batch,
         "truncation": float(truncation), "seeds": seeds,

@@ -73,10 +73,13 @@ def make_invert_fn(profile: str | Profile = "mini", device: Any = "auto", *, cac
         if held["lpips"] is None:
             from ..nn.perceptual import build_lpips
             held["lpips"] = build_lpips(prof.lpips_train_net, prof, dev)
-        res = EmbeddingCache(cache_dir).get_or_invert(images, g, held["lpips"], batch=batch, progress=progress,
-                                                      **opts)
+        cache = EmbeddingCache(cache_dir)
+        res = cache.get_or_invert(images, g, held["lpips"], batch=batch, progress=progress, **opts)
+        # A timing means little without knowing whether the disk cache (kept across runs) answered.
+        invert.last_call = {"from_cache": cache.hits, "inverted": cache.inverted}
         return res.w
 
+    invert.last_call = {}
     return invert
 
 
