@@ -298,8 +298,9 @@ def test_reference_through_the_real_inversion_and_its_cache(ckpts, images, tmp_p
     w = codes[0, 0, 3]
     assert torch.equal(codes[:, 0, 3:], w.expand(2, st.n_latent - 3, -1))
     assert any((tmp_path / "emb").rglob("*.pt"))  # stored for reuse
+    assert fn.last_call == {"from_cache": 0, "inverted": 1}
     again = st.reference(images, ref_images=images[:1], layer=3, units="native", invert_fn=fn, return_codes=True)[1]
-    assert torch.equal(again, codes)  # served from the cache
+    assert torch.equal(again, codes) and fn.last_call == {"from_cache": 1, "inverted": 0}  # served from the cache
 
 
 def test_explorer_renders_every_mode_and_builds_its_widgets(ckpts, tmp_path):
