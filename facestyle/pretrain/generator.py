@@ -336,15 +336,16 @@ def save_shippable(g, d, path, meta: dict):
 def load_shippable(path, g, g_ema, d) -> tuple[int, float]:
     """Weights of a file written by :func:`save_shippable` into ``g``, ``g_ema`` and ``d``; returns its
     (step, wall seconds)."""
-    from ..hub import load_discriminator, load_generator
+    from ..hub import load_generator
 
-    loaded = load_generator(resolve_path(path), device="cpu")
+    loaded = load_generator(resolve_path(path), device="cpu", training=True)  # training: also builds its D
+    meta = loaded.meta or {}
+    if "step" not in meta or loaded.d is None:
+        raise ValueError(f"{path} lacks a training step (meta['step']) or a discriminator: not a file kept or "
+                         f"exported by this trainer")
     weights = {k: v.float() for k, v in loaded.g_ema.state_dict().items()}
     g.load_state_dict(weights), g_ema.load_state_dict(weights)
-    d.load_state_dict(load_discriminator(resolve_path(path), device="cpu").state_dict())
-    meta = loaded.meta or {}
-    if "step" not in meta:
-        raise ValueError(f"{path} records no training step (meta['step']); not a file written by this trainer")
+    d.load_state_dict(loaded.d.state_dict())
     return int(meta["step"]), float(meta.get("wall_s") or 0.0)
 
 
