@@ -50,9 +50,10 @@ def _random_models(profile, dev, root: Path) -> dict:
 
 def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n_style: int = 300,
                  pair_batch: int = 32, n_refs: int = 16, n_stylize: int = 8, stylize_repeats: int = 3,
-                 progress: bool = False) -> dict:
-    """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5), the V-space reference embedding and
-    stylization (encode + G', ``n_stylize`` photos per call, ``stylize_repeats`` calls after a warm-up)."""
+                 progress: bool = False, pair_precision: str = "fp32") -> dict:
+    """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5, forward passes in ``pair_precision``),
+    the V-space reference embedding and stylization (encode + G', ``n_stylize`` photos per call,
+    ``stylize_repeats`` calls after a warm-up)."""
     from .method.finetune import FinetuneConfig, finetune
     from .method.invert import invert_v
     from .method.losses import LossModels
@@ -86,15 +87,17 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
 
         # level 2 (Eq. 5): one batch of pair_batch codes, `iters` steps (after a 2-step warm-up)
         z0 = torch.randn(pair_batch, n_latent, g.style_dim)
-        level2(style[:pair_batch], z0, g, g, losses, iters=2, lr=prof.pair_opt_lr, batch=pair_batch, progress=False)
+        level2(style[:pair_batch], z0, g, g, losses, iters=2, lr=prof.pair_opt_lr, batch=pair_batch, progress=False,
+               precision=pair_precision)
         _sync(dev)
         t0 = time.perf_counter()
         level2(style[:pair_batch], z0, g, g, losses, iters=iters, lr=prof.pair_opt_lr, batch=pair_batch,
-               progress=False)
+               progress=False, precision=pair_precision)
         _sync(dev)
         per_batch_it = (time.perf_counter() - t0) / iters
         n_batches = math.ceil(n_style / pair_batch)
         out["pairs_s_per_batch_iter"] = per_batch_it
+        out["pairs_precision"] = pair_precision
         out[f"pairs_level2_{n_style}_images_min"] = per_batch_it * prof.pair_opt_iters * n_batches / 60
 
         # reference embedding: n_refs images in V space of G' (here the random G), `iters` steps
@@ -138,7 +141,8 @@ def format_method(r: dict) -> str:
         f"(each step timed over {r['iters_timed']} iterations after a warm-up, extrapolated linearly)",
         f"finetune +SC&PC      {r['finetune_s_per_iter']:.3f} s/iter -> {r['finetune_iters']} iters "
         f"{r['finetune_1000_iters_min']:.1f} min",
-        f"pairs level 2 (Eq.5) {r['pairs_s_per_batch_iter']:.3f} s/iter per batch of 32 -> {n_style} images x "
+        f"pairs level 2 (Eq.5) {r['pairs_s_per_batch_iter']:.3f} s/iter per batch of 32 "
+        f"({r.get('pairs_precision', 'fp32')}) -> {n_style} images x "
         f"{r['pair_opt_iters']} iters {r[f'pairs_level2_{n_style}_images_min']:.1f} min",
         f"reference embedding  {r['reference_s_per_iter']:.3f} s/iter for {n_refs} images -> {r['invert_iters']} "
         f"iters {r[f'reference_{n_refs}_images_s']:.1f} s",
@@ -154,7 +158,8 @@ CONVERGENCE_MARKS = (25, 50, 100, 200, 400, 1000)
 
 def convergence(style: str = "cartoon", profile: str = "mini", device: str = "auto", n: int = 32,
                 iters: int = 1000, invert_counts=(100, 200, 400, 1000), n_refs: int = 16,
-                progress: bool = True, pair_lrs: Sequence[float] | None = None) -> dict:
+                progress: bool = True, pair_lrs: Sequence[float] | None = None,
+                pair_precisions: Sequence[str] = ("fp32",)) -> dict:
     """How many iterations the two optimisations need on the *trained* models of a profile (decides whether the
     mini profile may run fewer than the paper's 1000, see ``bench_method``).
 
@@ -162,7 +167,8 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
       the study's baseline finetune (trained first if missing, as ``facestyle eval`` would), one Adam run of
       ``iters`` steps; reports the batch-mean semantic loss (Eq. 1) before step k for k in CONVERGENCE_MARKS,
       and the share of the whole run's decrease reached by then; one run per learning rate of ``pair_lrs``
-      (default: the profile's ``pair_opt_lr``), from the same z1+.
+      (default: the profile's ``pair_opt_lr``) and precision of ``pair_precisions``, from the same z1+. Under
+      bf16 the per-step losses are bf16 readings; the start and final losses are always computed in fp32.
     * Reference embedding (V space, section 3.3): the first ``n_refs`` style images inverted into G*, a
       separate run per count in ``invert_counts`` (the projector's learning-rate schedule depends on the
       count); reports each run's final mean LPIPS.
@@ -184,16 +190,17 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
     losses = LossModels.build(prof, dev, lpips=True, identity=prof.lambda_id > 0)
     marks = [k for k in CONVERGENCE_MARKS if k <= iters] + ([iters] if iters not in CONVERGENCE_MARKS else [])
     runs = []
-    for lr in (pair_lrs or (prof.pair_opt_lr,)):
+    for lr, precision in [(lr, pr) for lr in (pair_lrs or (prof.pair_opt_lr,)) for pr in pair_precisions]:
         trace: list[float] = []
         t0 = time.perf_counter()
         lvl = level2(s_imgs[:n], z1, g, g_star, losses, iters=iters, lr=float(lr), batch=n,
-                     progress=progress, trace=trace)
+                     progress=progress, trace=trace, precision=precision)
         pairs_s = time.perf_counter() - t0
         final = float(lvl.loss_end.mean())
         trace.append(final)  # trace[k] = loss after k steps
+        trace[0] = float(lvl.loss_start.mean())  # fp32 in either precision
         drop = trace[0] - final
-        runs.append({"n": n, "iters": iters, "lr": float(lr), "wall_s": round(pairs_s, 1),
+        runs.append({"n": n, "iters": iters, "lr": float(lr), "precision": precision, "wall_s": round(pairs_s, 1),
                      "loss": {k: trace[k] for k in marks}, "loss_start": trace[0],
                      "share_of_decrease": {k: (trace[0] - trace[k]) / drop if drop > 0 else 1.0 for k in marks}})
     out = {"profile": prof.name, "style": style, "device": str(dev), "g_star": str(g_star_path),
@@ -212,7 +219,8 @@ def format_convergence(r: dict) -> str:
     v = r["invert"]
     lines = [f"convergence on the trained {r['profile']} models, style {r['style']}, device {r['device']}"]
     for p in r.get("pair_runs", [r["pairs"]]):
-        lines += [f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, one run of {p['iters']} steps "
+        lines += [f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, {p.get('precision', 'fp32')}, one run of "
+                  f"{p['iters']} steps "
                   f"({p['wall_s']} s); loss at start {p['loss_start']:.4f}",
                   "  steps  semantic loss  share of the run's decrease"]
         lines += [f"  {k:>5}  {p['loss'][k]:.4f}         {p['share_of_decrease'][k]:.1%}" for k in p["loss"]]

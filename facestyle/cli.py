@@ -40,12 +40,14 @@ def cmd_bench(args) -> int:
         lrs = [float(v) for v in args.pair_lr.split(",") if v] if args.pair_lr else None
         counts = [int(v) for v in args.invert_counts.split(",") if v]
         print(format_convergence(convergence(args.convergence, args.profile, args.device, iters=args.pair_steps,
-                                             invert_counts=counts, pair_lrs=lrs)))
+                                             invert_counts=counts, pair_lrs=lrs,
+                                             pair_precisions=args.pair_precision.split(","))))
         return 0
     if args.method:
         from .bench_method import bench_method, format_method
 
-        print(format_method(bench_method(args.profile, args.device, iters=args.iters, progress=False)))
+        print(format_method(bench_method(args.profile, args.device, iters=args.iters, progress=False,
+                                         pair_precision=args.pair_precision.split(",")[0])))
         return 0
     from .bench import main as bench_main
 
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --convergence: level-2 Adam learning rates, a comma list (default: the profile's)")
     p.add_argument("--invert-counts", default="100,200,400,1000",
                    help="with --convergence: V-space step counts, one run each (empty: skip the embedding)")
+    p.add_argument("--pair-precision", default="fp32",
+                   help="level-2 forward passes: fp32 or bf16 (--method: one; --convergence: a comma list, one run "
+                        "each)")
     p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
     p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
     p.add_argument("--size", type=int, default=256)

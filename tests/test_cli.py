@@ -69,6 +69,7 @@ def test_bench_method_times_the_slow_steps_and_stylization(single_thread):
     text = format_method(r)
     assert "finetune +SC&PC" in text and "64 images" in text and "for 2 images" in text
     assert "stylization" in text and "iters/s" in text and "references" in text
+    assert r["pairs_precision"] == "fp32" and "(fp32)" in text
 
 
 def test_format_convergence_prints_one_block_per_learning_rate():
@@ -78,7 +79,8 @@ def test_format_convergence_prints_one_block_per_learning_rate():
         return {"n": 4, "iters": 50, "lr": lr, "wall_s": 1.0, "loss_start": 0.2, "loss": {25: 0.15, 50: end},
                 "share_of_decrease": {25: 0.5, 50: 1.0}}
 
-    runs = [run(0.01, 0.1), run(0.02, 0.08)]
+    runs = [run(0.01, 0.1), run(0.02, 0.08), {**run(0.01, 0.11), "precision": "bf16"}]
     text = format_convergence({"profile": "mini", "style": "cartoon", "device": "cpu", "pairs": runs[0],
                                "pair_runs": runs, "invert": {"n": 16, "lpips_end": {}, "wall_s": {}}})
     assert "lr 0.01" in text and "lr 0.02" in text and "0.0800" in text and "reference embedding" not in text
+    assert text.count("lr 0.01, fp32") == 1 and text.count("lr 0.01, bf16") == 1 and "0.1100" in text

@@ -139,6 +139,26 @@ def test_level2_is_independent_of_batch_size(setup, l2):
     assert (res2.zplus - res4.zplus).abs().mean() < 0.05 * moved
 
 
+def test_level2_bf16_lowers_the_fp32_loss_and_keeps_its_own_batches(setup, l2, tmp_path):
+    z1, fp32 = l2
+    gs, s, models = setup["g_star"], setup["style"], setup["models"]
+    args = (s, z1, setup["g"], gs, models)
+    res = P.level2(*args, iters=3, lr=0.02, batch=4, progress=False, precision="bf16", state_dir=tmp_path)
+    assert res.meta["precision"] == "bf16" and res.zplus.dtype == torch.float32
+    with torch.no_grad():  # the reported start and end losses are fp32 evaluations, as in the fp32 run
+        after = P.semantic_per_sample(gs.synthesis(gs.mapping(res.zplus), noise_mode="const"), s, models)
+    assert torch.allclose(res.loss_start, fp32.loss_start, atol=1e-4)
+    assert torch.allclose(after, res.loss_end, atol=1e-4) and after.sum() < res.loss_start.sum()
+    assert not torch.allclose(res.zplus, fp32.zplus)  # bf16 rounding moves the codes
+    # a batch saved by a bf16 run is reused by a bf16 rerun, not by an fp32 one
+    assert P.level2(*args, iters=3, lr=0.02, batch=4, progress=False, precision="bf16",
+                    state_dir=tmp_path).meta["batches_reused"] == 1
+    again = P.level2(*args, iters=3, lr=0.02, batch=4, progress=False, state_dir=tmp_path)
+    assert again.meta["batches_reused"] == 0 and torch.allclose(again.zplus, fp32.zplus, atol=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        P.level2(*args, iters=1, lr=0.02, precision="fp16")
+
+
 def test_level2_resumes_after_interruption(setup, l2, monkeypatch, tmp_path):
     z1, _ = l2
     args = (setup["style"], z1, setup["g"], setup["g_star"], setup["models"])

@@ -166,17 +166,31 @@ def semantic_target(targets: torch.Tensor, lossmodels: LossModels):
     return per_sample
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def _batch_key(z0: torch.Tensor, s: torch.Tensor, g_star_hash: str, loss_hash: str, iters: int, lr: float,
-               lambda_id: float, size) -> str:
-    blob = json.dumps({"z0": tensor_digest(z0.float().cpu()), "style": tensor_digest(s.float().cpu()),
-                       "g_star": g_star_hash, "loss": loss_hash, "iters": int(iters), "lr": float(lr),
-                       "lambda_id": float(lambda_id), "size": size}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+               lambda_id: float, size, precision: str = "fp32") -> str:
+    fields = {"z0": tensor_digest(z0.float().cpu()), "style": tensor_digest(s.float().cpu()),
+              "g_star": g_star_hash, "loss": loss_hash, "iters": int(iters), "lr": float(lr),
+              "lambda_id": float(lambda_id), "size": size}
+    if precision != "fp32":  # only then: batches saved before the option existed keep their keys
+        fields["precision"] = precision
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _autocast(dev: torch.device, precision: str):
+    """bf16 autocast for the forward passes of Eq. 5 (convolutions and matmuls in bf16, reductions in fp32)."""
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmodels: LossModels, iters: int,
-                    lr: float, bar, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. 5 for one batch: Adam over z+ on the summed per-sample Eq. 1 losses; returns (z2+, loss0, loss1)."""
+                    lr: float, bar, trace: list | None = None,
+                    precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 5 for one batch: Adam over z+ on the summed per-sample Eq. 1 losses; returns (z2+, loss0, loss1).
+
+    ``precision="bf16"`` runs the steps' forward passes under bf16 autocast (z+, Adam and the reported start and
+    end losses stay fp32)."""
     dev = _device_of(g_star)
     s = s.float().to(dev)
     z = z0.detach().clone().float().to(dev).requires_grad_(True)
@@ -184,9 +198,10 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
     eq1 = semantic_target(s, lossmodels)
     loss0 = None
     for i in range(iters):
-        img = g_star.synthesis(g_star.mapping(z), noise_mode="const")  # G*(z+), G*'s own mapping
-        per = eq1(img)
-        if loss0 is None:
+        with _autocast(dev, precision):
+            img = g_star.synthesis(g_star.mapping(z), noise_mode="const")  # G*(z+), G*'s own mapping
+            per = eq1(img).float()
+        if loss0 is None and precision == "fp32":
             loss0 = per.detach().cpu()
         if trace is not None:
             trace.append(per.detach().mean().item())
@@ -199,6 +214,8 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
             bar.set_postfix(sem=f"{per.mean().item():.4f}")
     with torch.no_grad():
         loss1 = eq1(g_star.synthesis(g_star.mapping(z), noise_mode="const")).cpu()
+        if loss0 is None and iters > 0:  # bf16: the start loss in fp32 too, so start and end compare
+            loss0 = eq1(g_star.synthesis(g_star.mapping(z0.float().to(dev)), noise_mode="const")).cpu()
     if loss0 is None:  # iters == 0
         loss0 = loss1
     return z.detach().cpu(), loss0, loss1
@@ -206,7 +223,8 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
 
 def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_star: nn.Module,
            lossmodels: LossModels, iters: int, lr: float, batch: int = 32, *,
-           state_dir: str | Path | None = None, progress: bool = True, trace: list | None = None) -> PairLevel:
+           state_dir: str | Path | None = None, progress: bool = True, trace: list | None = None,
+           precision: str = "fp32") -> PairLevel:
     """Paper Eq. 5 (optimisation): ``z2+ = argmin_z+ L_semantic(G*(z+), S)`` from ``z_init`` (= z1+), then
     ``w2+ = G_mapping(z2+)`` and ``P2 = G(w2+)``.
 
@@ -219,8 +237,12 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     results do not depend on the batch size). With ``state_dir`` every finished batch is saved there and reused
     by a rerun with the same inputs (resume after an interruption). Both generators stay frozen. ``trace`` (a
     list) receives the batch-mean loss before every step, for convergence studies (``facestyle bench
-    --convergence``).
+    --convergence``). ``precision="bf16"`` runs the forward passes under bf16 autocast: faster on CPUs and GPUs
+    with bf16 units, at a small cost in the loss reached (``facestyle bench --method`` and ``--convergence``
+    with ``--pair-precision bf16`` measure both); the default is fp32, as the paper.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if len(style_images) != len(z_init):
         raise ValueError(f"level 2 needs one z1+ per style image: {len(z_init)} codes for {len(style_images)} "
                          f"images")
@@ -241,7 +263,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
         with frozen(g_star, lossmodels.lpips, lossmodels.identity):
             for a, b in chunks:
                 key = _batch_key(z_init[a:b], style_images[a:b], g_hash, loss_hash, iters, lr,
-                                 lossmodels.lambda_id, lossmodels.size)
+                                 lossmodels.lambda_id, lossmodels.size, precision)
                 path = state / f"batch_{a:05d}_{b:05d}.pt" if state is not None else None
                 saved = _load_batch(path, key)
                 if saved is not None:
@@ -250,7 +272,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
                     bar.update(iters)
                 else:
                     z, l0, l1 = _optimise_batch(z_init[a:b], style_images[a:b], g_star, lossmodels, iters, lr, bar,
-                                                trace)
+                                                trace, precision)
                     if path is not None:
                         atomic_torch_save({"key": key, "z": z, "loss_start": l0, "loss_end": l1}, path)
                 zs.append(z), l0s.append(l0), l1s.append(l1)
@@ -262,7 +284,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     loss0, loss1 = torch.cat(l0s), torch.cat(l1s)
     meta = {"equation": "Eq. 5: z2+ = argmin L_sem(G*(z+), S) from z1+, w2+ = mapping_G(z2+), P2 = G(w2+)",
             "iters": int(iters), "lr": float(lr), "batch": int(batch), "lambda_id": float(lossmodels.lambda_id),
-            "loss_size": lossmodels.size, "g_star_sha256": g_hash, "batches_reused": reused,
+            "loss_size": lossmodels.size, "precision": precision, "g_star_sha256": g_hash, "batches_reused": reused,
             "loss_start_mean": float(loss0.mean()), "loss_end_mean": float(loss1.mean()),
             "wall_s": round(time.perf_counter() - t0, 2)}
     return PairLevel(level=2, wplus=w2, zplus=z2, images=_render(g, w2, batch), meta=meta, loss_start=loss0,
@@ -390,7 +412,7 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
                lossmodels: LossModels | None = None, identity_ckpt: str | Path | None = None,
                iters: int | None = None, lr: float | None = None, batch: int = 32, level3_source: str = "style",
                out_dir: str | Path | None = None, device: Any = "auto", progress: bool = True,
-               figure: bool | str | Path = True, n_figure: int = 8) -> PairsResult:
+               figure: bool | str | Path = True, n_figure: int = 8, precision: str = "fp32") -> PairsResult:
     """Build pseudo pairs of the chosen ``levels`` for a style set (paper section 3.2) and write them.
 
     Style set: ``style_images`` (a tensor in [-1, 1]), else the images of ``style_dir`` (sorted, as the finetune
@@ -401,6 +423,7 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
     ``lossmodels`` (built for the profile, ``identity_ckpt`` overriding its identity network). ``iters`` / ``lr``
     default to ``profile.pair_opt_iters`` / ``pair_opt_lr``. Level 2 needs z1+, so it computes level 1 even when
     level 1 is not requested (it is then not written); ``level3_source="p2"`` likewise needs level 2.
+    ``precision`` is level 2's (:func:`level2`).
 
     With ``out_dir`` (default ``runs/<profile>-pairs-<style>``; ``False`` writes nothing) each level k is written
     atomically as ``pairs_level{k}.pt`` (:func:`pair_file_dict`: ``index`` into the style set when it is the
@@ -464,7 +487,8 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
         out[2] = level2(s_imgs, out[1].zplus, g, gs, lossmodels,
                         iters=int(iters if iters is not None else prof.pair_opt_iters),
                         lr=float(lr if lr is not None else prof.pair_opt_lr), batch=batch,
-                        state_dir=None if out_path is None else out_path / "level2_batches", progress=progress)
+                        state_dir=None if out_path is None else out_path / "level2_batches", progress=progress,
+                        precision=precision)
         out[2].meta["g_star"] = str(g_star) if not isinstance(g_star, nn.Module) else "<module>"
     if 3 in lv:
         wp = _load_psp(wplus_psp if wplus_psp is not None else prof.wplus_encoder_ckpt, dev, "E_w+")
@@ -511,6 +535,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=None, help="level-2 steps (default: profile.pair_opt_iters)")
     p.add_argument("--lr", type=float, default=None, help="level-2 Adam lr (default: profile.pair_opt_lr)")
     p.add_argument("--batch", type=int, default=32, help="style images optimised together")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="level 2's forward passes: fp32 (default) or bf16 autocast (faster where bf16 is native)")
     p.add_argument("--level3-source", choices=LEVEL3_SOURCES, default="style",
                    help="style: w3+ = E_w+(S) (Eq. 6 as written); p2: w3+ = E_w+(P2) ('refine P2')")
     p.add_argument("--out", default=None, help="output folder (default runs/<profile>-pairs-<style>)")
@@ -529,7 +555,7 @@ def main_from_args(args) -> int:
                      g=args.generator, g_star=args.g_star, zplus_psp=args.zplus_encoder,
                      wplus_psp=args.wplus_encoder, identity_ckpt=args.identity, iters=args.iters, lr=args.lr,
                      batch=args.batch, level3_source=args.level3_source, out_dir=args.out, device=args.device,
-                     progress=not args.no_progress, figure=not args.no_figure)
+                     progress=not args.no_progress, figure=not args.no_figure, precision=args.precision)
     for k, lvl in res.levels.items():
         extra = ""
         if k == 2:
