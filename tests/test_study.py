@@ -82,8 +82,10 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
     from facestyle.cli import main
 
     monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
-    rc = main(["eval", "seeds", "--style", "fantasy", "--seeds", "3"] + _cli_settings(settings))
+    rc = main(["eval", "seeds", "--style", "fantasy", "--seeds", "3", "--name", "seeds_fantasy"]
+              + _cli_settings(settings))
     assert rc == 0
+    assert (tmp_path / "mini" / "seeds_fantasy.md").exists() and not (tmp_path / "mini" / "table4_seeds.md").exists()
     root = Path(settings.root)
     assert (root / "mini-finetune-fantasy-baseline-n4-seed3").is_dir()
     assert (root / "mini-finetune-fantasy-baseline-n4").is_dir()  # the seed-0 G* that made the level-2 pairs
@@ -102,3 +104,20 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
     assert "Mean +- sd over seeds" in text and "FID ratio" in text
     doc = json.loads(res["json"].read_text())
     assert doc["columns"][:2] == ["style", "seed"] and len(doc["meta"]["checks"]) == 2
+
+
+def test_seed_study_keeps_the_styles_it_finished_when_interrupted(settings, tmp_path, monkeypatch):
+    """The table is rewritten after every style, so a study stopped in its third style still leaves two."""
+    monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
+    real = study.run_variants
+
+    def stop_at_cartoon(style, *args, **kwargs):
+        if style == "cartoon":
+            raise KeyboardInterrupt
+        return real(style, *args, **kwargs)
+
+    monkeypatch.setattr(study, "run_variants", stop_at_cartoon)
+    with pytest.raises(KeyboardInterrupt):
+        study.seed_study(["anime", "cartoon"], settings, seeds=(0,), name="partial")
+    doc = json.loads((tmp_path / "mini" / "partial.json").read_text())
+    assert {r["style"] for r in doc["rows"]} == {"anime"} and len(doc["meta"]["checks"]) == 1

@@ -276,12 +276,19 @@ def seed_study(styles: Sequence[str] = STYLES, settings: StudySettings | None = 
     ``figures/<profile>/<name>.{md,json}``: one row per run, then mean +- sd over seeds and the checks."""
     s = settings or StudySettings()
     judges = Judges.build(s.profile, s.device, oracle=s.oracle, identity=s.identity)
-    rows = []
+    rows, res = [], {}
     for st in styles:
         for seed in seeds:
             sk = dataclasses.replace(s, seed=int(seed))
             for r in run_variants(st, [("baseline", None), ("sc_pc", paper_pair_level(st))], sk, judges):
                 rows.append({"seed": int(seed), **r})
+        # Rewritten after every style: an interrupted study still leaves the styles it finished on disk.
+        res = _write_seed_table(rows, seeds, s, name)
+    return res
+
+
+def _write_seed_table(rows: list[dict], seeds: Sequence[int], s: StudySettings, name: str) -> dict:
+    """The seed study's table: one row per run, mean +- sd per style and variant, the per-seed checks."""
     keys = ("semantic_distance", "agreement_categorical", "fid_oracle", "ideal_distance")
     summary, checks = [], []
     for st in dict.fromkeys(r["style"] for r in rows):
@@ -354,6 +361,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pair level of the ablation's +PC / +SC&PC runs (default: the paper's, anime 1, others 2)")
     p.add_argument("--levels", default="1,2,3", help="levels of the pair study")
     p.add_argument("--seeds", default="0,1,2", help="seeds of the seed study (each an independent replicate)")
+    p.add_argument("--name", default=None,
+                   help="file name of the table under figures/<profile>/ (default: table4_ablation, "
+                        "table5_pair_levels, table4_seeds)")
     for f in dataclasses.fields(StudySettings):
         if f.name in ("progress",):
             continue
@@ -366,13 +376,14 @@ def main_from_args(args) -> int:
     styles = list(STYLES) if args.style == "all" else [check_style(x) for x in args.style.split(",") if x]
     s = StudySettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)
                          if f.name != "progress"}, progress=not args.no_progress)
+    named = {} if args.name is None else {"name": args.name}
     t0 = time.perf_counter()
     if args.study == "ablation":
-        res = ablation(styles, s, pair_level=args.pair_level)
+        res = ablation(styles, s, pair_level=args.pair_level, **named)
     elif args.study == "pairs":
-        res = pair_level_study(styles, s, levels=[int(v) for v in args.levels.split(",") if v])
+        res = pair_level_study(styles, s, levels=[int(v) for v in args.levels.split(",") if v], **named)
     else:
-        res = seed_study(styles, s, seeds=[int(v) for v in args.seeds.split(",") if v])
+        res = seed_study(styles, s, seeds=[int(v) for v in args.seeds.split(",") if v], **named)
     print(Path(res["markdown"]).read_text())
     print(f"wrote {res['markdown']} and {res['json']} in {time.perf_counter() - t0:.0f} s")
     return 0
