@@ -90,6 +90,9 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
     assert (root / "mini-finetune-fantasy-baseline-n4-seed3").is_dir()
     assert (root / "mini-finetune-fantasy-baseline-n4").is_dir()  # the seed-0 G* that made the level-2 pairs
     assert (root / "mini-pairs-fantasy-n4" / "pairs_level2.pt").exists()
+    # the pair figure stays with the pairs; the committed three-level Fig. 8 is notebook 02's
+    assert (root / "mini-pairs-fantasy-n4" / "fig08_pairs_level2.png").exists()
+    assert not (tmp_path / "mini" / "fig08_pairs_fantasy.png").exists()
     res = study.seed_study(["anime"], settings, seeds=(0, 1))
     assert [(r["seed"], r["variant"]) for r in res["rows"]] == [
         (0, "baseline (G*)"), (0, "+SC&PC"), (1, "baseline (G*)"), (1, "+SC&PC")]

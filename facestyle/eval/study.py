@@ -147,7 +147,9 @@ def _pairs(style: str, level: int, s: StudySettings) -> Path:
         make_pairs(style, s.profile, (level,), n=s.n_style, g=s.generator, g_star=g_star,
                    zplus_psp=s.zplus_encoder, wplus_psp=s.wplus_encoder, identity_ckpt=s.identity,
                    iters=s.pair_iters if s.pair_iters is not None else prof.pair_opt_iters, out_dir=out,
-                   device=s.device, progress=s.progress, figure=figure_path(s.profile, f"fig08_pairs_{style}.png"))
+                   device=s.device, progress=s.progress,
+                   # next to the pairs: one level's figure must not overwrite notebook 02's three-level Fig. 8
+                   figure=out / f"fig08_pairs_level{level}.png")
     return path
 
 
