@@ -110,7 +110,7 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
 
 
 def test_seed_study_keeps_the_styles_it_finished_when_interrupted(settings, tmp_path, monkeypatch):
-    """The table is rewritten after every style, so a study stopped in its third style still leaves two."""
+    """The table is rewritten after every style, so a study stopped in its second style still leaves the first."""
     monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path))
     real = study.run_variants
 
