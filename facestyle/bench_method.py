@@ -159,7 +159,7 @@ CONVERGENCE_MARKS = (25, 50, 100, 200, 400, 1000)
 def convergence(style: str = "cartoon", profile: str = "mini", device: str = "auto", n: int = 32,
                 iters: int = 1000, invert_counts=(100, 200, 400, 1000), n_refs: int = 16,
                 progress: bool = True, pair_lrs: Sequence[float] | None = None,
-                pair_precisions: Sequence[str] = ("fp32",)) -> dict:
+                pair_precisions: Sequence[str] = ("fp32",), pair_schedules: Sequence[str] = ("constant",)) -> dict:
     """How many iterations the two optimisations need on the *trained* models of a profile (decides whether the
     mini profile may run fewer than the paper's 1000, see ``bench_method``).
 
@@ -167,7 +167,8 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
       the study's baseline finetune (trained first if missing, as ``facestyle eval`` would), one Adam run of
       ``iters`` steps; reports the batch-mean semantic loss (Eq. 1) before step k for k in CONVERGENCE_MARKS,
       and the share of the whole run's decrease reached by then; one run per learning rate of ``pair_lrs``
-      (default: the profile's ``pair_opt_lr``) and precision of ``pair_precisions``, from the same z1+. Under
+      (default: the profile's ``pair_opt_lr``), precision of ``pair_precisions`` and learning-rate schedule of
+      ``pair_schedules`` (``facestyle.method.pairs.SCHEDULES``), from the same z1+. Under
       bf16 the per-step losses are bf16 readings; the start and final losses are always computed in fp32.
     * Reference embedding (V space, section 3.3): the first ``n_refs`` style images inverted into G*, a
       separate run per count in ``invert_counts`` (the projector's learning-rate schedule depends on the
@@ -190,17 +191,19 @@ def convergence(style: str = "cartoon", profile: str = "mini", device: str = "au
     losses = LossModels.build(prof, dev, lpips=True, identity=prof.lambda_id > 0)
     marks = [k for k in CONVERGENCE_MARKS if k <= iters] + ([iters] if iters not in CONVERGENCE_MARKS else [])
     runs = []
-    for lr, precision in [(lr, pr) for lr in (pair_lrs or (prof.pair_opt_lr,)) for pr in pair_precisions]:
+    for lr, precision, schedule in [(lr, pr, sc) for lr in (pair_lrs or (prof.pair_opt_lr,)) for pr in pair_precisions
+                                    for sc in pair_schedules]:
         trace: list[float] = []
         t0 = time.perf_counter()
         lvl = level2(s_imgs[:n], z1, g, g_star, losses, iters=iters, lr=float(lr), batch=n,
-                     progress=progress, trace=trace, precision=precision)
+                     progress=progress, trace=trace, precision=precision, schedule=schedule)
         pairs_s = time.perf_counter() - t0
         final = float(lvl.loss_end.mean())
         trace.append(final)  # trace[k] = loss after k steps
         trace[0] = float(lvl.loss_start.mean())  # fp32 in either precision
         drop = trace[0] - final
-        runs.append({"n": n, "iters": iters, "lr": float(lr), "precision": precision, "wall_s": round(pairs_s, 1),
+        runs.append({"n": n, "iters": iters, "lr": float(lr), "precision": precision, "schedule": schedule,
+                     "wall_s": round(pairs_s, 1),
                      "loss": {k: trace[k] for k in marks}, "loss_start": trace[0],
                      "share_of_decrease": {k: (trace[0] - trace[k]) / drop if drop > 0 else 1.0 for k in marks}})
     out = {"profile": prof.name, "style": style, "device": str(dev), "g_star": str(g_star_path),
@@ -219,7 +222,8 @@ def format_convergence(r: dict) -> str:
     v = r["invert"]
     lines = [f"convergence on the trained {r['profile']} models, style {r['style']}, device {r['device']}"]
     for p in r.get("pair_runs", [r["pairs"]]):
-        lines += [f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, {p.get('precision', 'fp32')}, one run of "
+        lines += [f"level-2 pairs (Eq. 5), {p['n']} images, lr {p['lr']}, {p.get('precision', 'fp32')}, "
+                  f"{p.get('schedule', 'constant')} schedule, one run of "
                   f"{p['iters']} steps "
                   f"({p['wall_s']} s); loss at start {p['loss_start']:.4f}",
                   "  steps  semantic loss  share of the run's decrease"]

@@ -41,7 +41,8 @@ def cmd_bench(args) -> int:
         counts = [int(v) for v in args.invert_counts.split(",") if v]
         print(format_convergence(convergence(args.convergence, args.profile, args.device, iters=args.pair_steps,
                                              invert_counts=counts, pair_lrs=lrs,
-                                             pair_precisions=args.pair_precision.split(","))))
+                                             pair_precisions=args.pair_precision.split(","),
+                                             pair_schedules=args.pair_schedule.split(","))))
         return 0
     if args.method:
         from .bench_method import bench_method, format_method
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-precision", default="fp32",
                    help="level-2 forward passes: fp32 or bf16 (--method: one; --convergence: a comma list, one run "
                         "each)")
+    p.add_argument("--pair-schedule", default="constant",
+                   help="with --convergence: level-2 learning-rate schedules (constant, cosine, projector), a comma "
+                        "list, one run each")
     p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
     p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
     p.add_argument("--size", type=int, default=256)

@@ -79,8 +79,10 @@ def test_format_convergence_prints_one_block_per_learning_rate():
         return {"n": 4, "iters": 50, "lr": lr, "wall_s": 1.0, "loss_start": 0.2, "loss": {25: 0.15, 50: end},
                 "share_of_decrease": {25: 0.5, 50: 1.0}}
 
-    runs = [run(0.01, 0.1), run(0.02, 0.08), {**run(0.01, 0.11), "precision": "bf16"}]
+    runs = [run(0.01, 0.1), run(0.02, 0.08), {**run(0.01, 0.11), "precision": "bf16"},
+            {**run(0.02, 0.07), "schedule": "cosine"}]
     text = format_convergence({"profile": "mini", "style": "cartoon", "device": "cpu", "pairs": runs[0],
                                "pair_runs": runs, "invert": {"n": 16, "lpips_end": {}, "wall_s": {}}})
     assert "lr 0.01" in text and "lr 0.02" in text and "0.0800" in text and "reference embedding" not in text
     assert text.count("lr 0.01, fp32") == 1 and text.count("lr 0.01, bf16") == 1 and "0.1100" in text
+    assert text.count("constant schedule") == 3 and "lr 0.02, fp32, cosine schedule" in text and "0.0700" in text

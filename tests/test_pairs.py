@@ -159,6 +159,35 @@ def test_level2_bf16_lowers_the_fp32_loss_and_keeps_its_own_batches(setup, l2, t
         P.level2(*args, iters=1, lr=0.02, precision="fp16")
 
 
+def test_pair_lr_schedules():
+    assert [P.pair_lr(i, 100, 0.02) for i in (0, 50, 99)] == [0.02] * 3  # the paper's constant rate
+    cos = [P.pair_lr(i, 100, 0.02, "cosine") for i in range(100)]
+    assert cos[0] == pytest.approx(0.02) and cos[50] == pytest.approx(0.01) and 0 < cos[-1] < 1e-4
+    assert all(a >= b for a, b in zip(cos, cos[1:]))
+    proj = [P.pair_lr(i, 100, 0.02, "projector") for i in range(100)]
+    assert proj[0] == 0 and proj[5] == pytest.approx(0.02) and proj[50] == pytest.approx(0.02) and proj[-1] < 1e-3
+    with pytest.raises(ValueError, match="schedule"):
+        P.pair_lr(0, 10, 0.02, "step")
+
+
+def test_level2_schedule_changes_the_run_and_its_batch_key(setup, l2, monkeypatch, tmp_path):
+    z1, constant = l2
+    args = (setup["style"], z1, setup["g"], setup["g_star"], setup["models"])
+    seen = []
+    real = P.pair_lr
+    monkeypatch.setattr(P, "pair_lr", lambda *a: (seen.append(a), real(*a))[1])
+    res = P.level2(*args, iters=3, lr=0.02, batch=4, progress=False, schedule="cosine", state_dir=tmp_path)
+    assert [a[0] for a in seen] == [0, 1, 2] and all(a[3] == "cosine" for a in seen)
+    assert res.meta["schedule"] == "cosine" and constant.meta["schedule"] == "constant"
+    assert not torch.allclose(res.zplus, constant.zplus)  # a smaller second and third step
+    assert res.loss_end.sum() < res.loss_start.sum()
+    # a batch saved under one schedule is not reused by another
+    again = P.level2(*args, iters=3, lr=0.02, batch=4, progress=False, state_dir=tmp_path)
+    assert again.meta["batches_reused"] == 0 and torch.allclose(again.zplus, constant.zplus, atol=1e-5)
+    with pytest.raises(ValueError, match="schedule"):
+        P.level2(*args, iters=1, lr=0.02, schedule="linear")
+
+
 def test_level2_resumes_after_interruption(setup, l2, monkeypatch, tmp_path):
     z1, _ = l2
     args = (setup["style"], z1, setup["g"], setup["g_star"], setup["models"])

@@ -1,7 +1,9 @@
 """The paper's ablation / pair-level studies end to end on random mini models with tiny counts."""
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from facestyle import hub
 from facestyle.eval import study
@@ -59,6 +61,20 @@ def test_pair_study_cli(settings, tmp_path, monkeypatch):
     doc = json.loads((tmp_path / "mini" / "table5_pair_levels.json").read_text())
     assert [(r["variant"], r["pair_level"]) for r in doc["rows"]] == [
         ("baseline (G*)", None), ("+SC", None), ("+SC&PC", 1), ("+SC&PC", 2)]
+    # other level-2 settings make their own pair set and +SC&PC run, named by them, instead of reusing those
+    # above; G* and the level-1 pairs do not depend on them and are reused
+    flags = _cli_settings(settings)
+    flags[flags.index("--pair-iters") + 1] = "3"
+    assert main(["eval", "pairs", "--style", "cartoon", "--levels", "2", "--pair-lr", "0.02", "--name", "t5_fast"]
+                + flags) == 0
+    fast = json.loads((tmp_path / "mini" / "t5_fast.json").read_text())
+    row = fast["rows"][-1]
+    assert row["pair_level"] == 2 and row["checkpoint"].endswith("cartoon-sc_pc-L2-p3-lr0.02-n4/generator.pt")
+    assert row["checkpoint"] != doc["rows"][-1]["checkpoint"]
+    assert fast["rows"][0]["checkpoint"] == doc["rows"][0]["checkpoint"]
+    meta = torch.load(Path(settings.root) / "mini-pairs-cartoon-p3-lr0.02-n4" / "pairs_level2.pt",
+                      weights_only=False)["meta"]
+    assert meta["iters"] == 3 and meta["lr"] == 0.02
 
 
 def test_latent_shift_steps_are_their_own_runs(settings):
@@ -89,9 +105,9 @@ def test_seed_study_runs_each_seed_apart_and_checks_against_the_same_seed(settin
     root = Path(settings.root)
     assert (root / "mini-finetune-fantasy-baseline-n4-seed3").is_dir()
     assert (root / "mini-finetune-fantasy-baseline-n4").is_dir()  # the seed-0 G* that made the level-2 pairs
-    assert (root / "mini-pairs-fantasy-n4" / "pairs_level2.pt").exists()
+    assert (root / "mini-pairs-fantasy-p2-n4" / "pairs_level2.pt").exists()
     # the pair figure stays with the pairs; the committed three-level Fig. 8 is notebook 02's
-    assert (root / "mini-pairs-fantasy-n4" / "fig08_pairs_level2.png").exists()
+    assert (root / "mini-pairs-fantasy-p2-n4" / "fig08_pairs_level2.png").exists()
     assert not (tmp_path / "mini" / "fig08_pairs_fantasy.png").exists()
     res = study.seed_study(["anime"], settings, seeds=(0, 1))
     assert [(r["seed"], r["variant"]) for r in res["rows"]] == [

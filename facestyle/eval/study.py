@@ -112,6 +112,7 @@ class StudySettings:
     wplus_encoder: str | None = None
     oracle: str = "mini-oracle"
     pair_iters: int | None = None  # level-2 optimisation steps (Eq. 5); profile.pair_opt_iters
+    pair_lr: float | None = None  # level-2 Adam learning rate; profile.pair_opt_lr
     n_style: int | None = None  # first n images of the style set (None: the paper-sized set)
     n_eval: int = 500
     seed: int = 0
@@ -131,6 +132,18 @@ def _run_tag(s: StudySettings) -> str:
     return _n_tag(s) + ("" if s.seed == 0 else f"-seed{s.seed}")
 
 
+def _pair_tag(s: StudySettings) -> str:
+    """Pairs made with other level-2 settings than the profile's, and the finetunes trained on them, live in
+    their own folders (a finished pair set or run is reused by name, so it must name what made it)."""
+    prof = get_profile(s.profile)
+    tag = ""
+    if s.pair_iters is not None and s.pair_iters != prof.pair_opt_iters:
+        tag += f"-p{s.pair_iters}"
+    if s.pair_lr is not None and s.pair_lr != prof.pair_opt_lr:
+        tag += f"-lr{s.pair_lr:g}"
+    return tag
+
+
 def _pairs(style: str, level: int, s: StudySettings) -> Path:
     """The style's pseudo pairs of ``level``, made once and shared by every seed: a pair set is training data, and
     level-2 pairs (Eq. 5) would cost a G* and ~12 min of optimisation per replicate. Level 2 always starts from
@@ -138,7 +151,7 @@ def _pairs(style: str, level: int, s: StudySettings) -> Path:
     from ..method.pairs import make_pairs
     from ..pretrain.loop import resolve_path
 
-    out = resolve_path(f"{s.root}/{s.profile}-pairs-{style}{_n_tag(s)}")
+    out = resolve_path(f"{s.root}/{s.profile}-pairs-{style}{_pair_tag(s) if level == 2 else ''}{_n_tag(s)}")
     path = out / f"pairs_level{level}.pt"
     if not path.exists():
         g_star = _finetune(style, "baseline", dataclasses.replace(s, seed=0), None, None).path if level == 2 \
@@ -146,7 +159,8 @@ def _pairs(style: str, level: int, s: StudySettings) -> Path:
         prof = get_profile(s.profile)
         make_pairs(style, s.profile, (level,), n=s.n_style, g=s.generator, g_star=g_star,
                    zplus_psp=s.zplus_encoder, wplus_psp=s.wplus_encoder, identity_ckpt=s.identity,
-                   iters=s.pair_iters if s.pair_iters is not None else prof.pair_opt_iters, out_dir=out,
+                   iters=s.pair_iters if s.pair_iters is not None else prof.pair_opt_iters,
+                   lr=s.pair_lr if s.pair_lr is not None else prof.pair_opt_lr, out_dir=out,
                    device=s.device, progress=s.progress,
                    # next to the pairs: one level's figure must not overwrite notebook 02's three-level Fig. 8
                    figure=out / f"fig08_pairs_level{level}.png")
@@ -177,7 +191,7 @@ def _finetune(style: str, variant: str, s: StudySettings, pairs: Path | None, le
               prefix: str = "finetune"):
     from ..method.finetune import FinetuneConfig, finetune
 
-    tag = f"{variant}" + (f"-L{level}" if pairs is not None else "")
+    tag = f"{variant}" + (f"-L{level}" if pairs is not None else "") + (_pair_tag(s) if level == 2 else "")
     cfg = FinetuneConfig(profile=s.profile, style=style, variant=variant, iters=s.iters, generator=s.generator,
                          identity=s.identity, pairs=str(pairs) if pairs is not None else None, pair_level=level,
                          out=f"{s.root}/{s.profile}-{prefix}-{style}-{tag}{_run_tag(s)}", seed=s.seed,
@@ -369,7 +383,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(StudySettings):
         if f.name in ("progress",):
             continue
-        typ = {"int | None": int, "int": int, "str | None": str, "str": str}.get(str(f.type), str)
+        typ = {"int | None": int, "int": int, "float | None": float, "str | None": str, "str": str}.get(str(f.type), str)
         p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
     p.add_argument("--no-progress", action="store_true")
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from ..config import Profile, check_style, get_profile
 from ..nn.perceptual import (identity_distance, identity_embedding, identity_to_embedding, lpips_distance,
                               lpips_features, lpips_to_features, resize_for_loss)
 from ..utils import atomic_torch_save, get_device
-from .invert import frozen, model_hash, tensor_digest
+from .invert import frozen, get_lr, model_hash, tensor_digest
 from .losses import LossModels
 
 __all__ = ["PairLevel", "PairsResult", "level1", "level2", "level3", "semantic_per_sample", "semantic_target",
@@ -167,15 +168,32 @@ def semantic_target(targets: torch.Tensor, lossmodels: LossModels):
 
 
 PRECISIONS = ("fp32", "bf16")
+# Level 2's learning-rate schedules: "constant" (the paper states one rate, appendix 6.1), "cosine" (from ``lr``
+# down to 0 over the run), "projector" (the StyleGAN2 projector's warm-up and ramp-down, :func:`get_lr`).
+SCHEDULES = ("constant", "cosine", "projector")
+
+
+def pair_lr(step: int, iters: int, lr: float, schedule: str = "constant") -> float:
+    """Learning rate of Eq. 5's Adam at ``step`` of ``iters`` under ``schedule`` (see ``SCHEDULES``)."""
+    if schedule == "constant":
+        return lr
+    t = step / max(1, iters)
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "projector":
+        return get_lr(t, lr)
+    raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
 
 
 def _batch_key(z0: torch.Tensor, s: torch.Tensor, g_star_hash: str, loss_hash: str, iters: int, lr: float,
-               lambda_id: float, size, precision: str = "fp32") -> str:
+               lambda_id: float, size, precision: str = "fp32", schedule: str = "constant") -> str:
     fields = {"z0": tensor_digest(z0.float().cpu()), "style": tensor_digest(s.float().cpu()),
               "g_star": g_star_hash, "loss": loss_hash, "iters": int(iters), "lr": float(lr),
               "lambda_id": float(lambda_id), "size": size}
     if precision != "fp32":  # only then: batches saved before the option existed keep their keys
         fields["precision"] = precision
+    if schedule != "constant":  # likewise
+        fields["schedule"] = schedule
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -186,7 +204,8 @@ def _autocast(dev: torch.device, precision: str):
 
 def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmodels: LossModels, iters: int,
                     lr: float, bar, trace: list | None = None,
-                    precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    precision: str = "fp32",
+                    schedule: str = "constant") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 5 for one batch: Adam over z+ on the summed per-sample Eq. 1 losses; returns (z2+, loss0, loss1).
 
     ``precision="bf16"`` runs the steps' forward passes under bf16 autocast (z+, Adam and the reported start and
@@ -206,6 +225,7 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
         if trace is not None:
             trace.append(per.detach().mean().item())
         opt.zero_grad(set_to_none=True)
+        opt.param_groups[0]["lr"] = pair_lr(i, iters, lr, schedule)
         # A sum, not a mean: each code's gradient is exactly its own, whatever the batch size (module docstring).
         per.sum().backward()
         opt.step()
@@ -224,7 +244,7 @@ def _optimise_batch(z0: torch.Tensor, s: torch.Tensor, g_star: nn.Module, lossmo
 def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_star: nn.Module,
            lossmodels: LossModels, iters: int, lr: float, batch: int = 32, *,
            state_dir: str | Path | None = None, progress: bool = True, trace: list | None = None,
-           precision: str = "fp32") -> PairLevel:
+           precision: str = "fp32", schedule: str = "constant") -> PairLevel:
     """Paper Eq. 5 (optimisation): ``z2+ = argmin_z+ L_semantic(G*(z+), S)`` from ``z_init`` (= z1+), then
     ``w2+ = G_mapping(z2+)`` and ``P2 = G(w2+)``.
 
@@ -239,10 +259,13 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     list) receives the batch-mean loss before every step, for convergence studies (``facestyle bench
     --convergence``). ``precision="bf16"`` runs the forward passes under bf16 autocast: faster on CPUs and GPUs
     with bf16 units, at a small cost in the loss reached (``facestyle bench --method`` and ``--convergence``
-    with ``--pair-precision bf16`` measure both); the default is fp32, as the paper.
+    with ``--pair-precision bf16`` measure both); the default is fp32, as the paper. ``schedule`` sets Adam's
+    learning rate over the run (:func:`pair_lr`); the default is the paper's constant rate.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if len(style_images) != len(z_init):
         raise ValueError(f"level 2 needs one z1+ per style image: {len(z_init)} codes for {len(style_images)} "
                          f"images")
@@ -263,7 +286,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
         with frozen(g_star, lossmodels.lpips, lossmodels.identity):
             for a, b in chunks:
                 key = _batch_key(z_init[a:b], style_images[a:b], g_hash, loss_hash, iters, lr,
-                                 lossmodels.lambda_id, lossmodels.size, precision)
+                                 lossmodels.lambda_id, lossmodels.size, precision, schedule)
                 path = state / f"batch_{a:05d}_{b:05d}.pt" if state is not None else None
                 saved = _load_batch(path, key)
                 if saved is not None:
@@ -272,7 +295,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
                     bar.update(iters)
                 else:
                     z, l0, l1 = _optimise_batch(z_init[a:b], style_images[a:b], g_star, lossmodels, iters, lr, bar,
-                                                trace, precision)
+                                                trace, precision, schedule)
                     if path is not None:
                         atomic_torch_save({"key": key, "z": z, "loss_start": l0, "loss_end": l1}, path)
                 zs.append(z), l0s.append(l0), l1s.append(l1)
@@ -284,7 +307,7 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     loss0, loss1 = torch.cat(l0s), torch.cat(l1s)
     meta = {"equation": "Eq. 5: z2+ = argmin L_sem(G*(z+), S) from z1+, w2+ = mapping_G(z2+), P2 = G(w2+)",
             "iters": int(iters), "lr": float(lr), "batch": int(batch), "lambda_id": float(lossmodels.lambda_id),
-            "loss_size": lossmodels.size, "precision": precision, "g_star_sha256": g_hash, "batches_reused": reused,
+            "loss_size": lossmodels.size, "precision": precision, "schedule": schedule, "g_star_sha256": g_hash, "batches_reused": reused,
             "loss_start_mean": float(loss0.mean()), "loss_end_mean": float(loss1.mean()),
             "wall_s": round(time.perf_counter() - t0, 2)}
     return PairLevel(level=2, wplus=w2, zplus=z2, images=_render(g, w2, batch), meta=meta, loss_start=loss0,
@@ -412,7 +435,8 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
                lossmodels: LossModels | None = None, identity_ckpt: str | Path | None = None,
                iters: int | None = None, lr: float | None = None, batch: int = 32, level3_source: str = "style",
                out_dir: str | Path | None = None, device: Any = "auto", progress: bool = True,
-               figure: bool | str | Path = True, n_figure: int = 8, precision: str = "fp32") -> PairsResult:
+               figure: bool | str | Path = True, n_figure: int = 8, precision: str = "fp32",
+               schedule: str = "constant") -> PairsResult:
     """Build pseudo pairs of the chosen ``levels`` for a style set (paper section 3.2) and write them.
 
     Style set: ``style_images`` (a tensor in [-1, 1]), else the images of ``style_dir`` (sorted, as the finetune
@@ -423,7 +447,7 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
     ``lossmodels`` (built for the profile, ``identity_ckpt`` overriding its identity network). ``iters`` / ``lr``
     default to ``profile.pair_opt_iters`` / ``pair_opt_lr``. Level 2 needs z1+, so it computes level 1 even when
     level 1 is not requested (it is then not written); ``level3_source="p2"`` likewise needs level 2.
-    ``precision`` is level 2's (:func:`level2`).
+    ``precision`` and ``schedule`` are level 2's (:func:`level2`).
 
     With ``out_dir`` (default ``runs/<profile>-pairs-<style>``; ``False`` writes nothing) each level k is written
     atomically as ``pairs_level{k}.pt`` (:func:`pair_file_dict`: ``index`` into the style set when it is the
@@ -488,7 +512,7 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
                         iters=int(iters if iters is not None else prof.pair_opt_iters),
                         lr=float(lr if lr is not None else prof.pair_opt_lr), batch=batch,
                         state_dir=None if out_path is None else out_path / "level2_batches", progress=progress,
-                        precision=precision)
+                        precision=precision, schedule=schedule)
         out[2].meta["g_star"] = str(g_star) if not isinstance(g_star, nn.Module) else "<module>"
     if 3 in lv:
         wp = _load_psp(wplus_psp if wplus_psp is not None else prof.wplus_encoder_ckpt, dev, "E_w+")
@@ -537,6 +561,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32, help="style images optimised together")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="level 2's forward passes: fp32 (default) or bf16 autocast (faster where bf16 is native)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="level 2's learning rate over the run: constant (default, the paper), cosine or projector")
     p.add_argument("--level3-source", choices=LEVEL3_SOURCES, default="style",
                    help="style: w3+ = E_w+(S) (Eq. 6 as written); p2: w3+ = E_w+(P2) ('refine P2')")
     p.add_argument("--out", default=None, help="output folder (default runs/<profile>-pairs-<style>)")
@@ -555,7 +581,8 @@ def main_from_args(args) -> int:
                      g=args.generator, g_star=args.g_star, zplus_psp=args.zplus_encoder,
                      wplus_psp=args.wplus_encoder, identity_ckpt=args.identity, iters=args.iters, lr=args.lr,
                      batch=args.batch, level3_source=args.level3_source, out_dir=args.out, device=args.device,
-                     progress=not args.no_progress, figure=not args.no_figure, precision=args.precision)
+                     progress=not args.no_progress, figure=not args.no_figure, precision=args.precision,
+                     schedule=args.schedule)
     for k, lvl in res.levels.items():
         extra = ""
         if k == 2:
