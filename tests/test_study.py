@@ -140,3 +140,11 @@ def test_seed_study_keeps_the_styles_it_finished_when_interrupted(settings, tmp_
         study.seed_study(["anime", "cartoon"], settings, seeds=(0,), name="partial")
     doc = json.loads((tmp_path / "mini" / "partial.json").read_text())
     assert {r["style"] for r in doc["rows"]} == {"anime"} and len(doc["meta"]["checks"]) == 1
+
+
+@pytest.mark.parametrize("flags, message", [(["--style", ","], "no style"), (["--seeds", ""], "no seed")])
+def test_eval_without_styles_or_seeds_is_one_clear_error(flags, message, capsys):
+    from facestyle.cli import main
+
+    assert main(["eval", "seeds", "--style", "cartoon"] + flags) == 2
+    assert message in capsys.readouterr().err

@@ -392,6 +392,11 @@ def main_from_args(args) -> int:
     styles = list(STYLES) if args.style == "all" else [check_style(x) for x in args.style.split(",") if x]
     s = StudySettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)
                          if f.name != "progress"}, progress=not args.no_progress)
+    if not styles:
+        raise ValueError("--style names no style: give one, a comma list, or all")
+    seeds = [int(v) for v in args.seeds.split(",") if v]
+    if args.study == "seeds" and not seeds:
+        raise ValueError("--seeds names no seed: give a comma list such as 0,1,2")
     named = {} if args.name is None else {"name": args.name}
     t0 = time.perf_counter()
     if args.study == "ablation":
@@ -399,7 +404,7 @@ def main_from_args(args) -> int:
     elif args.study == "pairs":
         res = pair_level_study(styles, s, levels=[int(v) for v in args.levels.split(",") if v], **named)
     else:
-        res = seed_study(styles, s, seeds=[int(v) for v in args.seeds.split(",") if v], **named)
+        res = seed_study(styles, s, seeds=seeds, **named)
     print(Path(res["markdown"]).read_text())
     print(f"wrote {res['markdown']} and {res['json']} in {time.perf_counter() - t0:.0f} s")
     return 0
