@@ -10,6 +10,7 @@ the output says what was measured and what was extrapolated.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -37,7 +38,7 @@ def _random_models(profile, dev, root: Path) -> dict:
     with torch.no_grad():
         avg = g.mean_latent(256)
     paths = {"g_path": hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)}
-    if profile.name == "mini":
+    if profile.identity_ckpt != "facenet-vggface2":  # mini: its own identity network
         paths["identity"] = hub.save_checkpoint(root / "identity.pt", kind="identity",
                                                 config={"size": g.size}, state_dict=IdentityNet(input_size=g.size))
     else:  # facenet's architecture with random weights: its file format, without the download
@@ -50,16 +51,26 @@ def _random_models(profile, dev, root: Path) -> dict:
 
 def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n_style: int = 300,
                  pair_batch: int = 32, n_refs: int = 16, n_stylize: int = 8, stylize_repeats: int = 3,
-                 progress: bool = False, pair_precision: str = "fp32") -> dict:
+                 progress: bool = False, pair_precision: str = "fp32", reduced_size: int | None = None) -> dict:
     """Time a finetune (+SC&PC), the level-2 pair optimisation (Eq. 5, forward passes in ``pair_precision``),
     the V-space reference embedding and stylization (encode + G', ``n_stylize`` photos per call,
-    ``stylize_repeats`` calls after a warm-up)."""
+    ``stylize_repeats`` calls after a warm-up).
+
+    ``reduced_size`` runs the profile's architecture (mapping, channels, encoder, losses) with a generator of
+    that resolution instead (a profile named ``<profile>-<size>px``): it checks the whole path on a machine that
+    cannot hold the full size (ffhq at 1024 px needs more than 24 GB for a batch-4 finetune step on a CPU); its
+    speeds are not the profile's."""
     from .method.finetune import FinetuneConfig, finetune
     from .method.invert import invert_v
     from .method.losses import LossModels
     from .method.pairs import level2
 
     prof = get_profile(profile)
+    if reduced_size is not None:
+        from .config import register_profile
+
+        prof = register_profile(prof.replace(name=f"{prof.name}-{int(reduced_size)}px",
+                                             generator=dataclasses.replace(prof.generator, size=int(reduced_size))))
     dev = get_device(device)
     out = {"profile": prof.name, "device": str(dev), "threads": torch.get_num_threads(), "iters_timed": iters}
     with tempfile.TemporaryDirectory(prefix="facestyle-bench-") as tmp:
@@ -70,7 +81,12 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
         with torch.no_grad():
             wplus = g.mapping(torch.randn(len(style), n_latent, g.style_dim, device=dev)).cpu()
         torch.save({"level": 1, "wplus": wplus, "style": style}, root / "pairs.pt")
-        losses = LossModels.build(prof, dev, identity_ckpt=m["identity"])
+        # Random LPIPS backbone too ("seeded": the same torchvision VGG16, seeded weights): the ffhq profile would
+        # otherwise need the ImageNet file, which an offline GPU machine may not have, for no change in speed.
+        losses = LossModels.build(dataclasses.replace(prof, lpips_backbone="seeded"), dev,
+                                  identity_ckpt=m["identity"])
+        out.update(generator_size=size, identity_net=type(losses.identity).__name__,
+                   lpips_net=f"{losses.lpips.net_name} ({losses.lpips.backbone_mode}), loss size {losses.size}")
 
         # finetune: the timed window excludes start-up and the first (R1) step
         def run_ft(n: int, out_dir: str) -> float:
@@ -98,6 +114,7 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
         n_batches = math.ceil(n_style / pair_batch)
         out["pairs_s_per_batch_iter"] = per_batch_it
         out["pairs_precision"] = pair_precision
+        out["pairs_batch"] = pair_batch
         out[f"pairs_level2_{n_style}_images_min"] = per_batch_it * prof.pair_opt_iters * n_batches / 60
 
         # reference embedding: n_refs images in V space of G' (here the random G), `iters` steps
@@ -139,17 +156,19 @@ def format_method(r: dict) -> str:
     return "\n".join([
         f"method speed, profile {r['profile']}, device {r['device']}, {r['threads']} threads "
         f"(each step timed over {r['iters_timed']} iterations after a warm-up, extrapolated linearly)",
+        f"random weights: G {r.get('generator_size', '?')} px, identity {r.get('identity_net', '?')}, "
+        f"LPIPS {r.get('lpips_net', '?')}",
         f"finetune +SC&PC      {r['finetune_s_per_iter']:.3f} s/iter -> {r['finetune_iters']} iters "
         f"{r['finetune_1000_iters_min']:.1f} min",
-        f"pairs level 2 (Eq.5) {r['pairs_s_per_batch_iter']:.3f} s/iter per batch of 32 "
+        f"pairs level 2 (Eq.5) {r['pairs_s_per_batch_iter']:.3f} s/iter per batch of {r.get('pairs_batch', 32)} "
         f"({r.get('pairs_precision', 'fp32')}) -> {n_style} images x "
         f"{r['pair_opt_iters']} iters {r[f'pairs_level2_{n_style}_images_min']:.1f} min",
         f"reference embedding  {r['reference_s_per_iter']:.3f} s/iter for {n_refs} images -> {r['invert_iters']} "
         f"iters {r[f'reference_{n_refs}_images_s']:.1f} s",
         f"stylization          {r['stylize_images_per_s']:.2f} images/s (W encoder + G', batch {r['stylize_batch']})",
-        f"as rates: finetune {1 / r['finetune_s_per_iter']:.2f} iters/s; pairs "
-        f"{float(n_style) / r[f'pairs_level2_{n_style}_images_min']:.1f} /min; references "
-        f"{60 * float(n_refs) / r[f'reference_{n_refs}_images_s']:.1f} /min",
+        f"as rates: finetune {1 / r['finetune_s_per_iter']:.3g} iters/s; pairs "
+        f"{float(n_style) / r[f'pairs_level2_{n_style}_images_min']:.3g} /min; references "
+        f"{60 * float(n_refs) / r[f'reference_{n_refs}_images_s']:.3g} /min",
     ])
 
 

@@ -48,7 +48,9 @@ def cmd_bench(args) -> int:
         from .bench_method import bench_method, format_method
 
         print(format_method(bench_method(args.profile, args.device, iters=args.iters, progress=False,
-                                         pair_precision=args.pair_precision.split(",")[0])))
+                                         pair_precision=args.pair_precision.split(",")[0],
+                                         reduced_size=args.reduced_size, **({} if args.reduced_size is None else
+                                         dict(n_style=2, pair_batch=2, n_refs=2, n_stylize=1, stylize_repeats=1)))))
         return 0
     from .bench import main as bench_main
 
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "list, one run each")
     p.add_argument("--profile", default="mini", help="with --method: mini or ffhq (random weights, its shapes)")
     p.add_argument("--iters", type=int, default=20, help="with --method: iterations timed per step")
+    p.add_argument("--reduced-size", type=int, default=None,
+                   help="with --method: the profile's architecture with a generator of this size and batches of 2, "
+                        "to check the whole path where the full size does not fit (its speeds are not the profile's)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)

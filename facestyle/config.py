@@ -126,8 +126,8 @@ PROFILES = {
         mix_layers=(2, 3, 5, 7),  # the paper's 3/6/9/12 of 18 rows at the same relative depth of 10 rows
                                   # (facestyle.method.latents.scale_mix_layer)
         # Fewer optimisation steps than the paper's 1000 (made for 1024 px), measured on the trained mini models
-        # with `facestyle bench --convergence cartoon`: 200 level-2 steps reach 92% of the loss decrease of 1000
-        # (100 reach 85%); 200 V-space steps give LPIPS 0.0250 vs 0.0211 for 1000, at a fifth of the time.
+        # with `facestyle bench --convergence cartoon` (README "Speed": 200 level-2 steps reach 93% of the loss
+        # decrease of 1000; 200 V-space steps at a fifth of the time of 1000).
         pair_opt_iters=200,
         invert_iters=200,
     ),
@@ -154,6 +154,16 @@ def get_profile(name: str = "mini", **overrides) -> Profile:
     except KeyError:
         raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)}") from None
     return prof.replace(**overrides) if overrides else prof
+
+
+def register_profile(prof: Profile) -> Profile:
+    """Make ``prof`` known to :func:`get_profile` by its name, for this process: a variant of a built-in profile
+    (e.g. the ffhq architecture at a reduced size, ``facestyle bench --method --reduced-size``) then runs every
+    code path that looks profiles up by name. The built-in profiles cannot be replaced."""
+    if prof.name in ("mini", "ffhq"):
+        raise ValueError(f"profile {prof.name!r} is built in: give the variant its own name")
+    PROFILES[prof.name] = prof
+    return prof
 
 
 def check_style(style: str) -> str:

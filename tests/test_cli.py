@@ -72,6 +72,27 @@ def test_bench_method_times_the_slow_steps_and_stylization(single_thread):
     assert r["pairs_precision"] == "fp32" and "(fp32)" in text
 
 
+def test_bench_method_runs_the_ffhq_path_offline_at_a_reduced_size(monkeypatch, capsys, tmp_path):
+    """The GPU check (`facestyle bench --method --profile ffhq --device cuda`) needs no file: random weights of the
+    official shapes for G/D, facenet and pSp, a seeded VGG16 for LPIPS. Here the same path at 32 px on the CPU."""
+    from facestyle import config
+    from facestyle.cli import main
+
+    for var in ("FACESTYLE_HOME", "TORCH_HOME"):  # empty caches: no ImageNet VGG or facenet file to find
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setattr(config, "PROFILES", dict(config.PROFILES))  # the reduced profile stays in this test
+    assert main(["bench", "--method", "--profile", "ffhq", "--reduced-size", "32", "--iters", "1",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "profile ffhq-32px" in out and "G 32 px, identity FaceNetIdentity, LPIPS vgg (seeded), loss size 256" in out
+    assert "1000 iters" in out and "x 1000 iters" in out  # the ffhq profile's counts, not mini's 200
+    prof = config.get_profile("ffhq-32px")
+    assert prof.generator.size == 32 and prof.generator.style_dim == 512 and prof.encoder == config.get_profile(
+        "ffhq").encoder
+    with pytest.raises(ValueError, match="built in"):
+        config.register_profile(prof.replace(name="ffhq"))
+
+
 def test_format_convergence_prints_one_block_per_learning_rate():
     from facestyle.bench_method import format_convergence
 
