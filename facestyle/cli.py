@@ -71,9 +71,18 @@ def cmd_hub(args) -> int:
 
 
 def cmd_world(args) -> int:
+    if args.export_style:
+        from .pretrain.loop import resolve_path
+        from .world.datasets import export_style_set
+
+        n = args.n
+        out = resolve_path(args.out or f"runs/world-{args.export_style}" + (f"-{n}" if n else ""))
+        print(export_style_set(args.export_style, out, n=n, size=args.size,
+                               seed=None if args.seed == 0 else args.seed))
+        return 0
     from .world.figures import six_domains_figure
 
-    path = six_domains_figure(n=args.n, seed=args.seed, size=args.size, path=args.out)
+    path = six_domains_figure(n=args.n or 6, seed=args.seed, size=args.size, path=args.out)
     print(path)
     return 0
 
@@ -134,11 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None)
     p.set_defaults(func=cmd_hub)
 
-    p = sub.add_parser("world", help="render the mini world's six domains side by side")
-    p.add_argument("--n", type=int, default=6)
+    p = sub.add_parser("world", help="render the mini world's six domains side by side, or export a style set")
+    p.add_argument("--n", type=int, default=None,
+                   help="contents in the figure (default 6); with --export-style, images (default: the paper's count)")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0, help="with --export-style: 0 means the style set's own seed")
+    p.add_argument("--out", default=None, help="figure path, or with --export-style the folder "
+                                                "(default runs/world-<style>[-<n>])")
+    p.add_argument("--export-style", metavar="STYLE", default=None,
+                   help="write the style set of STYLE (images and content.pt) as a folder for --style-images")
     p.set_defaults(func=cmd_world)
 
     from . import apps

@@ -47,6 +47,23 @@ def test_unknown_checkpoint_name(capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
+def test_world_exports_a_style_set_as_a_folder_the_finetune_reads(tmp_path):
+    import torch
+
+    from facestyle import world
+    from facestyle.method.finetune import load_style_folder
+
+    out = tmp_path / "cartoon5"
+    assert main(["world", "--export-style", "cartoon", "--n", "5", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(5)] + ["content.pt"]
+    imgs, content = world.style_dataset("cartoon", size=64, n=5)
+    loaded = load_style_folder(out, 64)
+    assert (loaded - imgs.clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6  # PNG's 8 bits
+    saved = torch.load(out / "content.pt", weights_only=False)
+    assert torch.equal(saved["content"], content) and saved["style"] == "cartoon"
+    assert main(["world", "--export-style", "cartoonish", "--out", str(tmp_path / "x")]) == 2
+
+
 def test_world_figure(tmp_path):
     out = tmp_path / "six.png"
     assert main(["world", "--n", "2", "--out", str(out)]) == 0

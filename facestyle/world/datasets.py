@@ -24,6 +24,26 @@ def style_dataset(style: str, size: int = 64, seed: int | None = None, n: int | 
     return render(content, style, size=size, seed=seed), content
 
 
+def export_style_set(style: str, out, n: int | None = None, size: int = 64, seed: int | None = None):
+    """Write :func:`style_dataset` as a folder: ``00000.png``, ... (the images) and ``content.pt`` (their true
+    content, ``[N, F]``), the form ``facestyle finetune --style-images`` and ``facestyle pairs --style-images``
+    read. ``n`` larger than the paper's size gives a larger set of the same bias (the first images differ from
+    the paper-sized set's: the content is drawn for ``n`` at once). Returns the folder."""
+    from pathlib import Path
+
+    from ..utils import atomic_torch_save
+    from ..viz import save_image
+
+    imgs, content = style_dataset(style, size=size, seed=seed, n=n)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arr = ((imgs.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        save_image(a, out / f"{i:05d}.png")
+    atomic_torch_save({"style": style, "content": content, "seed": seed, "size": size}, out / "content.pt")
+    return out
+
+
 def style_content(style: str, seed: int | None = None, n: int | None = None) -> torch.Tensor:
     """The content ``[N, F]`` of :func:`style_dataset` without rendering it (same defaults)."""
     check_style(style)
