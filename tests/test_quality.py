@@ -276,6 +276,15 @@ def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
     assert again["accuracy"] == res["accuracy"]  # the batch size changes nothing
     md = open(Q.write_report(res)["md"]).read()
     assert md.startswith("# Oracle reading per domain") and "Values read back less than 80%" in md
+    assert "| glasses | none |" in md and "## Recall per categorical value" in md and "blurred" not in md
+    # blurred renders: the same contents read after a Gaussian blur; the report says so
+    soft = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu", blur=1.5)
+    assert soft["blur"] == 1.5 and res["blur"] == 0.0
+    assert soft["confusion"] != res["confusion"] or soft["domain_accuracy"] != res["domain_accuracy"]
+    assert "renders blurred with sigma 1.5 px" in open(Q.write_report(soft, "oracle_blur_test")["md"]).read()
+    with pytest.raises(ValueError, match="crisp"):
+        Q.main(["oracle", "--blur", "1", "--record-manifest", "--oracle", ckpts["oracle"], "--n", "4",
+                "--device", "cpu"])
 
 
 def test_record_manifest_merges_into_existing_quality(ckpts):
