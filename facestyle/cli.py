@@ -77,12 +77,11 @@ def cmd_world(args) -> int:
 
         n = args.n
         out = resolve_path(args.out or f"runs/world-{args.export_style}" + (f"-{n}" if n else ""))
-        print(export_style_set(args.export_style, out, n=n, size=args.size,
-                               seed=None if args.seed == 0 else args.seed))
+        print(export_style_set(args.export_style, out, n=n, size=args.size, seed=args.seed))
         return 0
     from .world.figures import six_domains_figure
 
-    path = six_domains_figure(n=args.n or 6, seed=args.seed, size=args.size, path=args.out)
+    path = six_domains_figure(n=args.n or 6, seed=args.seed or 0, size=args.size, path=args.out)
     print(path)
     return 0
 
@@ -147,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None,
                    help="contents in the figure (default 6); with --export-style, images (default: the paper's count)")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="with --export-style: 0 means the style set's own seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="render seed (default: 0 for the figure, the style set's own seed with --export-style)")
     p.add_argument("--out", default=None, help="figure path, or with --export-style the folder "
                                                 "(default runs/world-<style>[-<n>])")
     p.add_argument("--export-style", metavar="STYLE", default=None,

@@ -32,13 +32,12 @@ def export_style_set(style: str, out, n: int | None = None, size: int = 64, seed
     from pathlib import Path
 
     from ..utils import atomic_torch_save
-    from ..viz import save_image
+    from ..viz import save_image, to_uint8
 
     imgs, content = style_dataset(style, size=size, seed=seed, n=n)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    arr = ((imgs.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(arr):
+    for i, a in enumerate(to_uint8(imgs)):
         save_image(a, out / f"{i:05d}.png")
     atomic_torch_save({"style": style, "content": content, "seed": seed, "size": size}, out / "content.pt")
     return out
