@@ -6,16 +6,17 @@ PIP = $(PY) -m pip install --disable-pip-version-check -q
 .PHONY: install install-test demo test bench notebooks
 
 # torch/torchvision pinned: these exact wheels are what we test on (an unpinned torch pulls a multi-GB build).
-# facenet-pytorch --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with current versions.
+# facenet-pytorch comes last and with --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with
+# current versions; installed last, no later pip run re-checks those pins and prints a conflict block.
 install:
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) --no-deps facenet-pytorch==2.6.0
 	$(PIP) -e ".[notebooks,test]"
+	$(PIP) --no-deps facenet-pytorch==2.6.0
 
 install-test:
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) --no-deps facenet-pytorch==2.6.0
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps facenet-pytorch==2.6.0
 
 demo: install
 	$(PY) -m facestyle demo --profile mini

@@ -22,6 +22,7 @@ PRETRAIN_COMMANDS = (
     ("oracle", ".pretrain.judges", "the evaluation oracle (factors + domain, all six domains)"),
     ("identity", ".pretrain.judges", "the identity network for the mini identity loss (real domain)"),
     ("encoder", ".pretrain.encoders", "a pSp-style encoder (W, W+ or Z+) against the frozen mini generator"),
+    ("perceptual", ".pretrain.perceptual", "the self-supervised AlexNet behind the mini training LPIPS"),
 )
 
 

@@ -73,6 +73,10 @@ class Profile:
     # linear heads over a seeded random backbone, because the mini profile must run offline
     # (facestyle.nn.perceptual explains the choice).
     lpips_backbone: str = "pretrained"
+    # The training LPIPS's backbone (Eq. 1, Eq. 2, the pair and reference optimisations) when it is not the
+    # backbone mode's default: a hub name or path of a torchvision-layout state dict. The evaluation LPIPS never
+    # uses it, so a training loss is never also the yardstick.
+    lpips_train_weights: str | None = None
     # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations. The appendix (6.1) states one learning
     # rate, 0.02, for all of the paper's optimisations (pairs, finetuning, reference encoding); finetuning here
     # keeps StyleGAN2's and Toonify's 0.002 (not measured at 0.02), and the pair optimisation uses 0.01, which

@@ -263,3 +263,41 @@ def test_cli_arguments_give_typed_config():
     assert r.batch == 4 and r.r1_gamma == get_profile("mini").r1_gamma and r.lambda_id == 0.1 and r.out == "runs/mini-finetune-anime-sc"
     with pytest.raises(ValueError, match="unknown variant"):
         ft.FinetuneConfig(variant="ours").resolved()
+
+
+# ---- few-shot remedies and the gradient balance of Eq. 3 (issue "faithful stylization") ----------------------
+
+def test_diff_augment_keeps_shape_and_gradient_and_rejects_unknown_policy():
+    from facestyle.method.augment import diff_augment, parse_policy
+
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    torch.manual_seed(0)
+    y = diff_augment(x, "color,translation,cutout")
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.manual_seed(0)
+    shifted = diff_augment(torch.arange(16.).view(1, 1, 4, 4).repeat(8, 1, 1, 1), "translation")
+    # every row of a translated image is a shifted copy: values only come from the original or the zero pad
+    assert set(shifted.unique().tolist()) <= set(range(16))
+    assert diff_augment(x, "") is not None and parse_policy(" color , cutout") == ("color", "cutout")
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_policy("colour")
+
+
+def test_augment_freeze_d_and_gradient_norms_are_applied_and_logged(setup):
+    cfg = _cfg(setup, "remedies", variant="sc", augment="translation,cutout", freeze_d=2, grad_norm_every=1,
+               iters=2)
+    res = ft.finetune(cfg, progress=False, lossmodels=setup["models"], style_images=setup["style"])
+    log = JsonlLog(res.log).read()
+    assert all(r["gn_adv"] > 0 and r["gn_sem"] >= 0 for r in log)
+    assert all(abs(r["share_adv"] + r["share_sem"] - 1) < 1e-5 for r in log)
+    state = torch.load(res.out / "state.pt", weights_only=True)
+    d0 = hub.load_discriminator(setup["gpath"], device="cpu").state_dict()
+    frozen = [k for k in d0 if k.startswith(("convs.0.", "convs.1."))]
+    trained = [k for k in d0 if k.startswith("final_linear.")]
+    assert frozen and all(torch.equal(state["d"][k].float(), d0[k].float()) for k in frozen)
+    assert any(not torch.equal(state["d"][k].float(), d0[k].float()) for k in trained)
+    assert hub.load_generator(res.path, device="cpu").meta["finetune_config"]["augment"] == "translation,cutout"
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        ft.FinetuneConfig(augment="zoom").resolved()

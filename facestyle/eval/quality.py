@@ -1044,6 +1044,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "runs/study/<profile>-pairs-<style>)")
     q.add_argument("--levels", default="1,2,3", help="pair levels to read, comma-separated (missing files skipped)")
     _common(q, None, 250)
+    from . import keep
+
+    q = sub.add_parser("keep", help="how much of each input's content the style generators keep (general, "
+                                    "multimodal, reference), beside the reconstruction ceiling and G*")
+    keep.add_arguments(q)
 
 
 def main_from_args(args) -> int:
@@ -1051,6 +1056,10 @@ def main_from_args(args) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(int(args.threads))
     target = args.quality_target
+    if target == "keep":
+        from . import keep
+
+        return keep.main_from_args(args)
     common = dict(oracle=args.oracle, n=getattr(args, "n", None), seed=getattr(args, "seed", 0), batch=args.batch,
                   device=args.device, profile=args.profile)
     if target == "generator":

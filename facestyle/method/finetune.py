@@ -72,7 +72,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Fields that must not change when a run resumes (anything else, e.g. iters, may be extended).
 # What makes a saved state a different finetune (iters is not here: a larger count extends a finished run).
 _RESUME_KEYS = ("profile", "style", "variant", "generator", "batch", "noise", "freeze_mapping", "pairs", "lr",
-                "r1_gamma", "lambda_sem", "lambda_paired", "lambda_id")
+                "r1_gamma", "lambda_sem", "lambda_paired", "lambda_id", "augment", "freeze_d", "lpips")
 
 
 def _base_type(annotation: Any) -> str:
@@ -124,6 +124,16 @@ class FinetuneConfig:
     out: str | None = None  # runs/{profile}-finetune-{style}-{variant}
     noise: str = "const"  # const | shared (see the module docstring)
     freeze_mapping: bool = False
+    # Few-shot discriminator remedies (issue "faithful stylization", hypothesis 4): DiffAugment policies applied
+    # to everything D sees (facestyle.method.augment), and the number of D's first blocks kept frozen (FreezeD).
+    augment: str = ""
+    freeze_d: int = 0
+    # The LPIPS of Eq. 1 and Eq. 2: None = the profile's lpips_train_net (a hub name or path may name another
+    # backbone, e.g. the mini profile's self-supervised one).
+    lpips: str | None = None
+    # Every N steps, log the gradient norm each weighted term of Eq. 3 sends into G' (0: never; 3 extra
+    # backward passes on those steps).
+    grad_norm_every: int = 0
     ema_half_life_imgs: float = 500.0
     ema_rampup: float = 0.05
     sample_every: int = 100  # 0 = no sample grids
@@ -153,6 +163,9 @@ class FinetuneConfig:
                     "lambda_id": prof.lambda_id, "generator": prof.generator_ckpt, "identity": prof.identity_ckpt,
                     "out": f"runs/{prof.name}-finetune-{self.style}-{self.variant}"}
         out = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        from .augment import parse_policy
+
+        parse_policy(out.augment)
         if out.iters < 0 or out.batch < 1 or out.r1_every < 1 or out.log_every < 1:
             raise ValueError("iters must be >= 0 and batch, r1_every, log_every >= 1")
         return out
@@ -331,6 +344,20 @@ def _ema_beta(cfg: FinetuneConfig, step: int) -> float:
     return 0.5 ** (cfg.batch / max(hl, 1e-8))
 
 
+def _grad_norms(params: list, terms: dict, weights: dict) -> dict[str, float]:
+    """The L2 norm of the gradient each weighted term of Eq. 3 sends into G' (``gn_<term>``) and each term's share
+    of their sum (``share_<term>``): which constraint drives the update (issue "faithful stylization", H3)."""
+    out = {}
+    for name, term in terms.items():
+        if term is None:
+            continue
+        grads = torch.autograd.grad(float(weights[name]) * term, params, retain_graph=True, allow_unused=True)
+        out[f"gn_{name}"] = float(torch.sqrt(sum((gr.float() ** 2).sum() for gr in grads if gr is not None)))
+    total = sum(out.values()) or 1.0
+    out.update({f"share_{k[3:]}": v / total for k, v in list(out.items())})
+    return out
+
+
 def _check_resume(saved: dict, cfg: FinetuneConfig, path: Path) -> None:
     diff = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RESUME_KEYS
             if k in saved and saved.get(k) != getattr(cfg, k)]
@@ -380,6 +407,17 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     g_ema = copy.deepcopy(g).eval()
     d = hub.load_discriminator(cfg.discriminator or cfg.generator, device, expected_size=g.size,
                                requires_grad=True).train()
+    frozen_d = [p for block in list(d.convs)[:max(0, int(cfg.freeze_d))] for p in block.parameters()]
+    if cfg.freeze_d > len(d.convs):
+        raise ValueError(f"freeze_d={cfg.freeze_d}: the discriminator has only {len(d.convs)} blocks")
+    for p in frozen_d:
+        p.requires_grad_(False)
+    from .augment import diff_augment, parse_policy
+
+    policy = parse_policy(cfg.augment)
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return d(diff_augment(x, policy)) if policy else d(x)
 
     # Data.
     style_set = _style_set(cfg, g.size, style_images)
@@ -394,7 +432,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     if cfg.uses_semantic or cfg.uses_paired:
         if lossmodels is None:
             lossmodels = LossModels.build(prof, device, lpips=True, identity=cfg.uses_semantic,
-                                          identity_ckpt=cfg.identity)
+                                          identity_ckpt=cfg.identity, lpips_weights=cfg.lpips)
         lossmodels.need(lpips=True, identity=cfg.uses_semantic and cfg.lambda_id > 0).to(device)
     lambda_id = cfg.lambda_id
 
@@ -402,7 +440,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     g_params = [p for p in g_prime.parameters() if p.requires_grad]
     g_opt = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.0, 0.99))
     c = cfg.r1_every / (cfg.r1_every + 1)
-    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
+    d_opt = torch.optim.Adam([p for p in d.parameters() if p.requires_grad], lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
 
     # A dedicated RNG for pair sampling keeps the global stream (z, style batches, noise) identical across
     # variants with the same seed, so the ablation compares objectives, not random draws.
@@ -479,17 +517,20 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             noise = make_noise(cfg.batch)
 
             # ---- discriminator: L_adv on style images vs current G'(z), lazy R1 ----
-            d.requires_grad_(True)
+            for p in d.parameters():
+                p.requires_grad_(True)
+            for p in frozen_d:
+                p.requires_grad_(False)
             with torch.no_grad():
                 fake = synth(g_prime, z, noise)
-            d_loss = adversarial_d_loss(d(real), d(fake))
+            d_loss = adversarial_d_loss(critic(real), critic(fake))
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
             rec["d"] = d_loss.item()
             if step % cfg.r1_every == 0 and cfg.r1_gamma > 0:
                 real_r1 = real.detach().requires_grad_(True)
-                r1 = r1_penalty(d(real_r1), real_r1)
+                r1 = r1_penalty(critic(real_r1), real_r1)
                 d_opt.zero_grad(set_to_none=True)
                 (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
                 d_opt.step()
@@ -498,7 +539,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             # ---- generator: Eq. 3 with the variant's terms ----
             d.requires_grad_(False)  # D is only a critic here: no parameter gradients needed
             fake = synth(g_prime, z, noise)
-            l_adv = adversarial_g_loss(d(fake))
+            l_adv = adversarial_g_loss(critic(fake))
             l_sem = l_paired = None
             if cfg.uses_semantic:
                 with torch.no_grad():
@@ -512,6 +553,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                 out_p = g_prime.synthesis(pair_data["wplus"][j].to(device), noise_mode="const")
                 l_paired = paired_loss(out_p, pair_data["style"][j].to(device), lossmodels.lpips, lossmodels.size)
             parts = total_loss(l_adv, l_sem, l_paired, lambda_sem=cfg.lambda_sem, lambda_paired=cfg.lambda_paired)
+            if cfg.grad_norm_every and step % cfg.grad_norm_every == 0:
+                rec.update(_grad_norms(g_params, {"adv": l_adv, "sem": l_sem, "paired": l_paired},
+                                       {"adv": 1.0, "sem": cfg.lambda_sem, "paired": cfg.lambda_paired}))
             g_opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             g_opt.step()

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Profile, get_profile
-from ..nn.perceptual import build_identity, build_lpips, identity_distance, lpips_distance
+from ..nn.perceptual import build_identity, build_train_lpips, identity_distance, lpips_distance
 from ..pretrain.generator import r1_penalty  # the one R1 implementation in the repo (StyleGAN2 form)
 
 __all__ = ["LossModels", "semantic_loss", "paired_loss", "adversarial_g_loss", "adversarial_d_loss",
@@ -57,8 +57,7 @@ class LossModels:
         LPIPS alone costs several seconds on a CPU).
         """
         prof = get_profile(profile) if not isinstance(profile, Profile) else profile
-        lp = build_lpips(prof.lpips_train_net, prof, device, weights=lpips_weights, download=download) \
-            if lpips else None
+        lp = build_train_lpips(prof, device, weights=lpips_weights, download=download) if lpips else None
         ident = build_identity(prof, device, ckpt=identity_ckpt, download=download) if identity else None
         return cls(lpips=lp, identity=ident, size=int(prof.loss_size), lambda_id=float(prof.lambda_id))
 

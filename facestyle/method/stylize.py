@@ -71,8 +71,8 @@ def make_invert_fn(profile: str | Profile = "mini", device: Any = "auto", *, cac
             raise RuntimeError(f"reference images need the V-space inversion of facestyle.method.invert ({exc}); "
                                f"pass precomputed W codes with ref_codes= instead") from exc
         if held["lpips"] is None:
-            from ..nn.perceptual import build_lpips
-            held["lpips"] = build_lpips(prof.lpips_train_net, prof, dev)
+            from ..nn.perceptual import build_train_lpips
+            held["lpips"] = build_train_lpips(prof, dev)
         cache = EmbeddingCache(cache_dir)
         res = cache.get_or_invert(images, g, held["lpips"], batch=batch, progress=progress, **opts)
         # A timing means little without knowing whether the disk cache (kept across runs) answered.

@@ -54,7 +54,7 @@ from ..config import Profile, get_profile
 from ..utils import get_device
 
 __all__ = [
-    "LPIPS_CKPT", "MINI_LPIPS_SEED", "PSP_FACE_CROP", "FACENET_SIZE", "build_lpips", "lpips_distance",
+    "LPIPS_CKPT", "MINI_LPIPS_SEED", "PSP_FACE_CROP", "FACENET_SIZE", "build_lpips", "build_train_lpips", "lpips_distance",
     "resize_for_loss", "load_lpips_backbone", "seed_backbone", "FaceNetIdentity", "build_identity",
     "identity_distance", "lpips_features", "lpips_to_features", "identity_embedding", "identity_to_embedding",
 ]
@@ -188,6 +188,16 @@ def build_lpips(net: str = "vgg", profile: str | Profile = "mini", device: Any =
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def build_train_lpips(profile: str | Profile = "mini", device: Any = "auto", *,
+                      weights: str | os.PathLike | None = None, download: bool | None = None) -> nn.Module:
+    """The profile's *training* LPIPS: ``lpips_train_net`` over ``weights`` or ``profile.lpips_train_weights``
+    when one is named (loaded as a pretrained backbone), else over the profile's default backbone mode."""
+    prof = _profile(profile)
+    weights = weights or prof.lpips_train_weights
+    return build_lpips(prof.lpips_train_net, prof, device, backbone="pretrained" if weights else None,
+                       weights=weights, download=download)
 
 
 def resize_for_loss(x: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -40,6 +40,11 @@ class JudgeTrainConfig:
     # oracle_loss). Empty: all 1, the first oracle's recipe; the shipped one used "eye_color=5,glasses=3" with
     # --steps 5000 --batch 64 (its command is in the manifest; README "How the oracle was chosen").
     factor_weights: str = ""
+    # Identity only: domains the two views are rendered in, each view in one drawn at random ("real": the first
+    # identity net; "all": the six domains, so the embedding keeps a face across styles - issue "faithful
+    # stylization", hypothesis 2). ``init``: start from this identity checkpoint (hub name or path).
+    domains: str = "real"
+    init: str | None = None
     ckpt_every_s: float = 300.0
     seed: int = 0
     device: str = "auto"
@@ -92,9 +97,26 @@ def identity_views(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def identity_data(n: int, size: int, seed: int) -> dict:
+def _render_mixed(content: torch.Tensor, domains: list[str], size: int, seed: int) -> torch.Tensor:
+    """Each row in one of ``domains`` drawn from ``seed`` (rows keep their order)."""
+    pick = torch.randint(len(domains), (len(content),), generator=torch.Generator().manual_seed(seed))
+    out = torch.empty(len(content), 3, size, size, dtype=torch.uint8)
+    for k, dom in enumerate(domains):
+        m = pick == k
+        if m.any():
+            out[m] = render_u8(content[m], dom, size, seed + k)
+    return out
+
+
+def identity_data(n: int, size: int, seed: int, domains: str = "real") -> dict:
     a, b = identity_views(n, seed)
-    return {"a": render_u8(a, "real", size, seed * 31), "b": render_u8(b, "real", size, seed * 37 + 1), "c": a}
+    doms = list(world.DOMAINS) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
+    bad = [d for d in doms if d not in world.DOMAINS]
+    if bad or not doms:
+        raise ValueError(f"unknown identity domains {bad or domains!r}: choose from {', '.join(world.DOMAINS)} or all")
+    if doms == ["real"]:  # the first identity net's data, bit for bit
+        return {"a": render_u8(a, "real", size, seed * 31), "b": render_u8(b, "real", size, seed * 37 + 1), "c": a}
+    return {"a": _render_mixed(a, doms, size, seed * 31), "b": _render_mixed(b, doms, size, seed * 37 + 1), "c": a}
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -151,13 +173,22 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
         data = torch.load(cache, weights_only=True)
     else:
         t0 = time.perf_counter()
-        make = oracle_data if cfg.what == "oracle" else identity_data
+        if cfg.what == "oracle":
+            make = oracle_data
+        else:
+            def make(n, size, seed):
+                return identity_data(n, size, seed, cfg.domains)
         data = {"train": make(cfg.n_train, cfg.size, cfg.seed), "test": make(cfg.n_test, cfg.size, cfg.seed + 10_000)}
         from ..utils import atomic_torch_save
 
         atomic_torch_save(data, cache)
         print(f"rendered {cfg.what} data in {time.perf_counter() - t0:.0f} s")
     model = build_oracle(cfg.size) if cfg.what == "oracle" else build_identity(cfg.size)
+    if cfg.init:
+        from ..hub import load_facestyle_checkpoint
+
+        ck = load_facestyle_checkpoint(cfg.init, kind="oracle" if cfg.what == "oracle" else "identity")
+        model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
