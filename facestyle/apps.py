@@ -87,6 +87,8 @@ def stylize_main(args) -> int:
     from .method.stylize import Stylizer, make_invert_fn
 
     prof = get_profile(args.profile)
+    if prof.photo_note:
+        print(prof.photo_note, file=sys.stderr)
     size = prof.generator.size
     st = Stylizer(prof, args.style, device=args.device, generator=args.generator, encoder=args.encoder,
                   base_generator=args.base_generator)

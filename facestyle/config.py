@@ -90,6 +90,8 @@ class Profile:
     invert_iters: int = 1000
     invert_lr: float = 0.1
     truncation: dict = field(default_factory=lambda: dict(PAPER_TRUNCATION))
+    # Printed once when a user stylizes their own photos with this profile ("" = nothing to say).
+    photo_note: str = ""
     # Multimodal mixing layers (paper: 3, 6, 9, 12 of 18).
     mix_layers: tuple = (3, 6, 9, 12)
 
@@ -120,6 +122,9 @@ PROFILES = {
         identity_ckpt="mini-identity",
         style_generator_ckpt="mini-style-{style}",
         loss_size=64,
+        photo_note=("note: the mini profile is a synthetic 64 px portrait world trained by facestyle; a photo "
+                    "comes back as a small drawing of that world. For photos use the paper's setting: "
+                    "--profile ffhq with the official checkpoints (facestyle hub list --profile ffhq)."),
         lpips_backbone="seeded",
         lpips_train_net="alex",  # VGG LPIPS costs ~5 s per batch of 32 at 64 px on a 2-core CPU; alex ~10x less
         # StyleGAN2's (and Toonify's) 10, not the ADA heuristic 0.0002 * res^2 / batch = 0.2: with 0.2 the

@@ -46,7 +46,7 @@ def test_missing_input_is_a_usage_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mode,expected", [("general", 1), ("multimodal", 2)])
-def test_stylize_photo(tmp_path, mini_ckpts, mode, expected):
+def test_stylize_photo(tmp_path, mini_ckpts, mode, expected, capsys):
     out = tmp_path / "styl"
     argv = ["stylize", str(PORTRAIT), "--out", str(out), "--style", "anime", "--mode", mode, "--n-samples", "2",
             "--generator", mini_ckpts["g2"], "--encoder", mini_ckpts["w"], "--base-generator", mini_ckpts["g"],
@@ -55,6 +55,9 @@ def test_stylize_photo(tmp_path, mini_ckpts, mode, expected):
     files = sorted(out.iterdir())
     assert len(files) == expected and all(Image.open(f).size == (64, 64) for f in files)
     assert not list(out.glob("*.tmp"))
+    # a photo given to the mini profile works, with one line saying the world is synthetic and what to use
+    err = capsys.readouterr().err
+    assert "synthetic 64 px" in err and "--profile ffhq" in err
 
 
 def test_reference_mode_needs_a_reference(tmp_path, mini_ckpts, capsys):
