@@ -37,6 +37,7 @@ def test_keep_report_with_shipped_models(tmp_path, monkeypatch):
     text = open(paths["md"]).read()
     assert "ceiling" in text and "impasto" in text and "facestyle quality keep --style impasto" in text
     assert json.load(open(paths["json"]))["styles"]["impasto"]["ours"]["label"] == "ours"
+    assert (tmp_path / "mini" / "keep_test.png").exists() and "keep_test.png" in text
 
 
 def test_multimodal_mode_scores_every_sample(monkeypatch, tmp_path):

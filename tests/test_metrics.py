@@ -385,3 +385,17 @@ def test_fid_oracle_in_oracle_feature_space():
     assert M.fid_oracle(x, M.feature_stats(M.oracle_features(y, oracle)), oracle) == pytest.approx(
         M.fid_oracle(x, y, oracle), rel=1e-9)
     assert M.fid_oracle(x, y, oracle) > 0
+
+
+def test_labelled_grid_checks_titles_and_writes_png(tmp_path):
+    from PIL import Image
+
+    from facestyle.viz import labelled_grid
+
+    rows = [torch.rand(3, 3, 8, 8) * 2 - 1 for _ in range(2)]
+    p = labelled_grid(rows, tmp_path / "g.png", row_titles=["input", "G'"], col_titles=["a", "b", "c"], title="t")
+    assert Image.open(p).size[0] > 100
+    with pytest.raises(ValueError, match="row titles"):
+        labelled_grid(rows, tmp_path / "h.png", row_titles=["input"])
+    with pytest.raises(ValueError, match="column titles"):
+        labelled_grid(rows, tmp_path / "h.png", row_titles=["a", "b"], col_titles=["x"])

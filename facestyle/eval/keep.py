@@ -176,6 +176,8 @@ def keep_quality(styles: Sequence[str] = STYLES, *, generators: dict[str, Any] |
     c_rec, d_rec = _read(orc, recon[0], batch)
     ceiling = score(truth, c_rec)
     ceiling["diversity_raw"] = diversity(recon[0])
+    n_fig = min(8, int(n))
+    fig_rows = [("input", x[:n_fig]), ("G(E_w(x))", recon[0][:n_fig])]
     result = {"target": "keep", "profile": prof.name, "mode": mode, "layer": layer, "n": int(n), "seed": int(seed),
               "heldout_seed": h, "tolerance": KEEP_TOLERANCE, "geometry_factors": list(GEOMETRY),
               "targets": TARGETS, "ceiling": ceiling, "styles": {}}
@@ -191,19 +193,25 @@ def keep_quality(styles: Sequence[str] = STYLES, *, generators: dict[str, Any] |
             rc = sample_content(int(n_refs), seed=h + 1, bias=style)
             with torch.enable_grad():
                 refs = st.reference_codes(render(rc, style, size=size, seed=h + 1))
-        entry["ours"] = _row("ours", truth, _style_outputs(st, x, mode, layer, n_samples, seed, refs, batch), orc,
-                             style, batch, ideal_div)
+        outs = _style_outputs(st, x, mode, layer, n_samples, seed, refs, batch)
+        outs_fig = {"ours": outs[0][:n_fig]}
+        entry["ours"] = _row("ours", truth, outs, orc, style, batch, ideal_div)
         entry["ours"].update(checkpoint=repo_relative(g_ref) if Path(str(g_ref)).exists() else str(g_ref),
                              psi=st.psi, **_verdict(entry["ours"], ceiling))
         b_ref = (baselines or {}).get(style) or (_default_baseline(prof.name, style) if baseline else None)
         if b_ref is not None and baseline:
             sb = Stylizer(prof, style, dev, generator=b_ref, psi=psi)
-            entry["baseline"] = _row("baseline G*", truth, _style_outputs(sb, x, mode, layer, n_samples, seed,
-                                                                          refs, batch), orc, style, batch,
-                                     ideal_div)
+            outs = _style_outputs(sb, x, mode, layer, n_samples, seed, refs, batch)
+            outs_fig["baseline"] = outs[0][:n_fig]
+            entry["baseline"] = _row("baseline G*", truth, outs, orc, style, batch, ideal_div)
             entry["baseline"].update(checkpoint=repo_relative(b_ref), psi=sb.psi)
         result["styles"][style] = entry
+        fig_rows.append((f"ideal {style}", ideal[:n_fig]))
+        for key in ("ours", "baseline"):
+            if key in entry:
+                fig_rows.append((f"{'G' + chr(39) if key == 'ours' else 'G*'} {style}", outs_fig[key]))
     result["meets_all"] = all(e["ours"]["meets_all"] for e in result["styles"].values())
+    result["figure_rows"] = fig_rows
     result["runtime_s"] = time.perf_counter() - t0
     return result
 
@@ -321,6 +329,17 @@ def write_keep_report(res: dict, name: str | None = None, command: str | None = 
         lines.append(f"| {style} | " + " | ".join(_fmt(e["ours"]["per_factor"][f]) for f in geo) + " |")
     lines += ["", f"Measured by `{command}` in {res['runtime_s']:.0f} s (protocol: facestyle/eval/keep.py)."]
     md, js = figure_path(res["profile"], f"{name}.md"), figure_path(res["profile"], f"{name}.json")
+    res = dict(res)
+    fig_rows = res.pop("figure_rows", None)
+    if fig_rows:
+        from ..viz import labelled_grid
+
+        png = labelled_grid([r for _, r in fig_rows], figure_path(res["profile"], f"{name}.png"),
+                            row_titles=[t for t, _ in fig_rows],
+                            col_titles=[f"input {i + 1}" for i in range(len(fig_rows[0][1]))],
+                            title=f"Content kept, {mode}: held-out inputs (top), first sample per row")
+        res["figure"] = repo_relative(png)
+        lines[-1:-1] = [f"![keep]({png.name})", ""]
     with atomic_write(md, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     with atomic_write(js, "w") as fh:
