@@ -379,6 +379,31 @@ def add_arguments(q: argparse.ArgumentParser) -> None:
     q.add_argument("--threads", type=int, default=0)
 
 
+def add_sensitivity_arguments(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--lpips", action="append", default=[], metavar="FILE",
+                   help="a trained AlexNet backbone (lpips-backbone file) to compare with the seeded one; repeatable")
+    q.add_argument("--n", type=int, default=64)
+    q.add_argument("--profile", default="mini")
+    q.add_argument("--threads", type=int, default=0)
+
+
+def sensitivity_main(args) -> int:
+    """Print the factor-sensitivity table (markdown) of the seeded LPIPS and each ``--lpips`` backbone."""
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    nets = {"seeded": factor_sensitivity_report(None, args.profile, n=args.n)["seeded"]}
+    for f in args.lpips:
+        nets[Path(f).parent.name or f] = factor_sensitivity_report(f, args.profile, n=args.n)["trained"]
+    doms = list(next(iter(nets.values())))
+    head = [f"{d}: {k}" for d in doms for k in nets]
+    lines = ["| factor changed | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for name, _ in SENSITIVITY_CHANGES:
+        lines.append(f"| {name} | " + " | ".join(f"{nets[k][d][name]['lpips']:.4f}" for d in doms for k in nets)
+                     + " |")
+    print("\n".join(lines))
+    return 0
+
+
 def main_from_args(args) -> int:
     if args.threads:
         torch.set_num_threads(int(args.threads))

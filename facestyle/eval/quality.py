@@ -1049,6 +1049,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = sub.add_parser("keep", help="how much of each input's content the style generators keep (general, "
                                     "multimodal, reference), beside the reconstruction ceiling and G*")
     keep.add_arguments(q)
+    q = sub.add_parser("sensitivity", help="how strongly the training LPIPS sees each content factor change "
+                                           "(seeded backbone vs trained ones)")
+    keep.add_sensitivity_arguments(q)
 
 
 def main_from_args(args) -> int:
@@ -1060,6 +1063,10 @@ def main_from_args(args) -> int:
         from . import keep
 
         return keep.main_from_args(args)
+    if target == "sensitivity":
+        from . import keep
+
+        return keep.sensitivity_main(args)
     common = dict(oracle=args.oracle, n=getattr(args, "n", None), seed=getattr(args, "seed", 0), batch=args.batch,
                   device=args.device, profile=args.profile)
     if target == "generator":

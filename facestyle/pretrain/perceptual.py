@@ -15,11 +15,13 @@ face shape stay), mild colour jitter and blur (so the features still see colour,
 The backbone is torchvision's AlexNet ``features`` stack (the architecture of the evaluation LPIPS, so the lpips
 package's heads fit it), started from the mini profile's seeded He-normal weights. The exported file is a plain
 torchvision-layout state dict (``features.N.*``) wrapped as a facestyle ``lpips-backbone`` checkpoint, loaded
-into ``lpips.LPIPS`` exactly as the ffhq profile loads the ImageNet file: ``facestyle finetune --lpips FILE``
-or ``Profile.lpips_train_weights``. It is not shipped: as measured in docs/faithful-stylization.md it did not
-make the finetuned generators keep pose (the heads are the lpips package's AlexNet heads, not re-calibrated).
+into ``lpips.LPIPS`` exactly as the ffhq profile loads the ImageNet file: ``facestyle finetune --lpips
+mini-lpips-alexnet`` or ``Profile.lpips_train_weights``. The shipped file is experimental and not yet the mini
+profile's default: docs/faithful-stylization.md measures what it changes (it sees beards, hair style and glasses
+far better than the seeded backbone, pose no better; the heads are the lpips package's AlexNet heads, not
+re-calibrated).
 
-``facestyle pretrain perceptual --color strong --steps 800 --export runs/mini-perceptual-strong/lpips-alexnet.pt``
+``facestyle pretrain perceptual --color strong --steps 800 --export facestyle/checkpoints/mini/lpips-alexnet.pt``
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from .. import world
 from ..utils import get_device
 from .judges import _from_u8, info_nce, render_u8
+from .manifest import record_if_shipped
 from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 __all__ = ["PerceptualConfig", "build_backbone", "augment_views", "train", "export", "add_arguments",
@@ -194,6 +197,9 @@ def export(model: _Trainee, cfg: PerceptualConfig, path, report: dict | None = N
     out = save_checkpoint(resolve_path(path), kind="lpips-backbone", half=True, state_dict=sd,
                           config={"arch": "alexnet", "size": cfg.size},
                           meta={"train_config": asdict(cfg), "report": report or {}})
+    state = torch.load(resolve_path(cfg.out) / "state.pt", weights_only=True)
+    record_if_shipped("mini-lpips-alexnet", out, iterations=state["step"], wall_s=round(state["wall_s"]),
+                      quality=report or {})
     return out
 
 
