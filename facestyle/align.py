@@ -1,8 +1,8 @@
-"""Face detection and FFHQ alignment for real photos (REFERENCE.md sections 5 and 6; DESIGN.md section 7).
+"""Face detection and FFHQ alignment for real photos (docs/reference.md sections 5 and 6; docs/design.md section 7).
 
 StyleGAN generators and pSp encoders trained on FFHQ only understand faces cropped and rotated the way FFHQ
 was: the paper's test faces are FFHQ images, so a user's photo must go through the same recipe first (and
-"results very sensitive to alignment" is a top complaint of the peer projects, REFERENCE.md section 8).
+"results very sensitive to alignment" is a top complaint of the peer projects, docs/reference.md section 8).
 
 * :func:`load_image` reads a file defensively: anything that is not a usable photo raises :class:`ImageError`
   with one line that names the file and says what to do; unusual pixel formats are converted to RGB (see
@@ -40,7 +40,7 @@ DETECT_MAX_SIDE = 1600
 # MTCNN's own cascade thresholds let through some non-faces at p ~ 0.7-0.9; real faces score > 0.99.
 MIN_PROB = 0.9
 
-# Where FFHQ-aligned 512 px faces have their 5 landmarks (eyes, nose, mouth corners): REFERENCE.md section 6.
+# Where FFHQ-aligned 512 px faces have their 5 landmarks (eyes, nose, mouth corners): docs/reference.md section 6.
 FFHQ_TEMPLATE_512 = np.array([[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41],
                               [313.09, 371.15]], dtype=np.float64)
 
@@ -217,7 +217,7 @@ def _eyes_mouth(lm: np.ndarray):
 def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     """The FFHQ crop rectangle (oriented quad, corners TL, BL, BR, TR) and its side length, from landmarks.
 
-    REFERENCE.md section 6: the crop is centred a little below the eyes (``c = eye_avg + 0.1 eye_to_mouth``),
+    docs/reference.md section 6: the crop is centred a little below the eyes (``c = eye_avg + 0.1 eye_to_mouth``),
     oriented along the eye line corrected by the eye-mouth axis, and sized by
     ``max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)`` so that profile and frontal faces get similar framing.
     """
@@ -238,7 +238,7 @@ def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 
 def align_face(img: Image.Image, landmarks: np.ndarray, size: int = 1024, transform_size: int | None = None,
                enable_padding: bool = True) -> Image.Image:
-    """FFHQ alignment (NVlabs/ffhq-dataset recipe, REFERENCE.md section 6) of one face -> ``size`` px RGB.
+    """FFHQ alignment (NVlabs/ffhq-dataset recipe, docs/reference.md section 6) of one face -> ``size`` px RGB.
 
     Steps: the oriented quad of :func:`ffhq_quad`; shrink the photo first when the quad is more than twice
     the output (faster, and antialiased); crop to the quad plus a border; where the quad leaves the photo,

@@ -68,7 +68,7 @@ def run_each(paths: list[Path], work) -> int:
 
 
 def align_main(args) -> int:
-    """``facestyle align``: FFHQ-aligned crops (REFERENCE.md section 6) of every face found."""
+    """``facestyle align``: FFHQ-aligned crops (docs/reference.md section 6) of every face found."""
     out_dir = Path(args.out)
     paths = expand_inputs(args.inputs)
 

@@ -1,5 +1,5 @@
 """Generator throughput benchmark: the two modulated-convolution paths side by side, optionally with the glibc
-allocator tuning of :func:`facestyle.nn.ops.tune_malloc` (DESIGN.md section 3).
+allocator tuning of :func:`facestyle.nn.ops.tune_malloc` (docs/design.md section 3).
 
     python -m facestyle.bench --size 256 --batch 16
     python -m facestyle.bench --size 64 --batch 16 --mini --compare-malloc

@@ -1,6 +1,6 @@
 """Profiles: one typed place for sizes, truncation per style, loss weights, iteration counts and checkpoints.
 
-Two profiles share every code path (DESIGN.md section 2):
+Two profiles share every code path (docs/design.md section 2):
 
 * ``mini`` - the embedded default: a 64 px StyleGAN2 and small encoders trained by facestyle on its synthetic
   portrait world (``facestyle.world``); checkpoints ship inside the package, everything runs offline on a CPU.
@@ -19,13 +19,13 @@ STYLES = ("cartoon", "anime", "fantasy", "illustration", "impasto")
 # Paper section 4.1: sizes of the style sets used for finetuning.
 PAPER_STYLE_SET_SIZES = {"cartoon": 317, "anime": 174, "fantasy": 137, "illustration": 156, "impasto": 120}
 
-# Paper section 4.1 / DESIGN.md section 4: truncation per style at test time.
+# Paper section 4.1 / docs/design.md section 4: truncation per style at test time.
 PAPER_TRUNCATION = {"cartoon": 0.7, "anime": 0.6, "fantasy": 0.9, "illustration": 0.9, "impasto": 0.9}
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """StyleGAN2 hyper-parameters in rosinality's vocabulary (REFERENCE.md section 1)."""
+    """StyleGAN2 hyper-parameters in rosinality's vocabulary (docs/reference.md section 1)."""
 
     size: int = 1024
     style_dim: int = 512
@@ -38,7 +38,7 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """pSp encoder backbone (REFERENCE.md section 2); the mini profile shrinks depth and width."""
+    """pSp encoder backbone (docs/reference.md section 2); the mini profile shrinks depth and width."""
 
     input_size: int = 256
     num_layers: int = 50  # IR-SE50
@@ -80,11 +80,11 @@ class Profile:
     # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations. The appendix (6.1) states one learning
     # rate, 0.02, for all of the paper's optimisations (pairs, finetuning, reference encoding); finetuning here
     # keeps StyleGAN2's and Toonify's 0.002 (not measured at 0.02), and the pair optimisation uses 0.01, which
-    # converges like 0.02 (`facestyle bench --convergence STYLE --pair-lr 0.01,0.02`, README "Speed").
+    # converges like 0.02 (`facestyle bench --convergence STYLE --pair-lr 0.01,0.02`, docs/speed.md, "A higher learning rate").
     finetune_iters: int = 1000
     finetune_batch: int = 4
     finetune_lr: float = 0.002
-    # Pseudo pairs (Eq. 5) and reference inversion (REFERENCE.md section 3).
+    # Pseudo pairs (Eq. 5) and reference inversion (docs/reference.md section 3).
     pair_opt_iters: int = 1000
     pair_opt_lr: float = 0.01
     invert_iters: int = 1000
@@ -106,7 +106,7 @@ class Profile:
 
 MINI_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
 # lr_mlp 0.1 for mini (rosinality default 0.01): with 0.01 the mapping network barely moves during the
-# supervised warm start on CPU (DESIGN.md section 3), so W would stay a random transform of Z.
+# supervised warm start on CPU (docs/design.md section 3), so W would stay a random transform of Z.
 
 PROFILES = {
     "mini": Profile(
@@ -130,12 +130,12 @@ PROFILES = {
         # StyleGAN2's (and Toonify's) 10, not the ADA heuristic 0.0002 * res^2 / batch = 0.2: with 0.2 the
         # cartoon discriminator wins within a few hundred steps (D loss 0.27, adversarial term ~3.3 against
         # semantic 0.2 + paired 0.08) and even +SC&PC collapses to one face (oracle agreement 47.7%); with 10,
-        # D stays near 1.0 and agreement is 69.2% (README "The mini models and what they reach").
+        # D stays near 1.0 and agreement is 69.2% (docs/results.md, "The discriminator's R1 weight").
         r1_gamma=10.0,
         mix_layers=(2, 3, 5, 7),  # the paper's 3/6/9/12 of 18 rows at the same relative depth of 10 rows
                                   # (facestyle.method.latents.scale_mix_layer)
         # Fewer optimisation steps than the paper's 1000 (made for 1024 px), measured on the trained mini models
-        # with `facestyle bench --convergence cartoon` (README "Speed": 200 level-2 steps reach 93% of the loss
+        # with `facestyle bench --convergence cartoon` (docs/speed.md, "How many steps the mini profile needs": 200 level-2 steps reach 93% of the loss
         # decrease of 1000; 200 V-space steps at a fifth of the time of 1000).
         pair_opt_iters=200,
         invert_iters=200,

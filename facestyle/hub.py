@@ -1,6 +1,6 @@
 """Checkpoint hub: a registry of named checkpoints, a local cache, safe loading and ready-made loaders.
 
-Both profiles go through the same functions (DESIGN.md section 2):
+Both profiles go through the same functions (docs/design.md section 2):
 
 * ``mini`` names (``mini-stylegan2-64``, ``mini-encoder-wplus`` ...) resolve to files shipped inside the package
   under ``facestyle/checkpoints/mini/``; their sha256 comes from ``manifest.json`` next to them.
@@ -131,7 +131,7 @@ def _register(e: Entry) -> None:
     _ENTRIES[e.name] = e
 
 
-# ---- ffhq profile: public files (REFERENCE.md sections 1, 2, 5, 7) -------------------------------------------
+# ---- ffhq profile: public files (docs/reference.md sections 1, 2, 5, 7) -------------------------------------------
 _register(Entry(
     name="stylegan2-ffhq-config-f", kind="stylegan2", filename="stylegan2-ffhq-config-f.pt", url=None,
     sha256=None, size_bytes=None, profile="ffhq",
@@ -577,7 +577,7 @@ def format_entries(rows: list[dict] | None = None) -> str:
 def _allowed_globals() -> list:
     """The narrow allow-list handed to ``torch.serialization.safe_globals``.
 
-    * ``argparse.Namespace`` -- rosinality training files pickle their ``args`` (REFERENCE.md 1 and 8). Rebuilding
+    * ``argparse.Namespace`` -- rosinality training files pickle their ``args`` (docs/reference.md 1 and 8). Rebuilding
       a Namespace only sets attributes; it runs no code.
     * numpy scalars (``numpy.core.multiarray.scalar`` under its numpy-1 and numpy-2 module names) and
       ``numpy.dtype`` -- training scripts derived from these repos sometimes store numpy floats (a loss, an
@@ -857,7 +857,7 @@ def _get(args: Any, name: str, default=None):
 # --------------------------------------------------------------------------------------------------------------
 
 def default_channels(channel_multiplier: int = 2) -> dict[int, int]:
-    """rosinality's channel table (REFERENCE.md section 1)."""
+    """rosinality's channel table (docs/reference.md section 1)."""
     cm = channel_multiplier
     return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
             1024: 16 * cm}

@@ -1,4 +1,4 @@
-"""facestyle.align on a real photo that ships with matplotlib, and on every kind of bad input (DESIGN.md 7)."""
+"""facestyle.align on a real photo that ships with matplotlib, and on every kind of bad input (docs/design.md 7)."""
 from __future__ import annotations
 
 import io

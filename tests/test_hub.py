@@ -1,7 +1,7 @@
 """facestyle.hub: official checkpoint layouts round-trip through the loaders; bad files fail with one clear error.
 
 Every file here is written by the test itself with ``torch.save`` in the layout the reference projects use
-(REFERENCE.md sections 1-2). Nothing touches the network: ``urlopen`` is replaced by a function that raises.
+(docs/reference.md sections 1-2). Nothing touches the network: ``urlopen`` is replaced by a function that raises.
 """
 from __future__ import annotations
 

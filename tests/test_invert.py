@@ -1,4 +1,4 @@
-"""V-space inversion of reference images (paper section 3.3, REFERENCE.md section 3) and its on-disk cache,
+"""V-space inversion of reference images (paper section 3.3, docs/reference.md section 3) and its on-disk cache,
 on a random mini generator and the mini (seeded-backbone) LPIPS."""
 import argparse
 

@@ -53,3 +53,11 @@ def test_factor_sensitivity_sees_every_change():
     res = keep.factor_sensitivity(lp, domains=("real",), n=4)
     assert set(res["real"]) == {name for name, _ in keep.SENSITIVITY_CHANGES}
     assert all(r["lpips"] > 0 and r["l1"] > 0 for r in res["real"].values())
+
+
+def test_sensitivity_command_prints_one_row_per_change(capsys):
+    from facestyle.cli import main
+
+    assert main(["quality", "sensitivity", "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "real: seeded" in out and all(f"| {name} |" in out for name, _ in keep.SENSITIVITY_CHANGES)

@@ -1,7 +1,7 @@
 """Evaluation metrics, each registered under a name that states its protocol (as stylegan3's metric_main does).
 
-Paper section 4 reports FID, perceptual distance (LPIPS) and identity preservation; DESIGN.md section 4 adds
-the semantic distance between G and G' (defined explicitly here, REFERENCE.md section 3) and, in the mini world
+Paper section 4 reports FID, perceptual distance (LPIPS) and identity preservation; docs/design.md section 4 adds
+the semantic distance between G and G' (defined explicitly here, docs/reference.md section 3) and, in the mini world
 where every image has a known content vector, attribute preservation, distance to the ideal stylization and
 style accuracy measured by the oracle (which is never a training loss).
 
@@ -275,7 +275,7 @@ def semantic_distance(g: nn.Module, g_prime: nn.Module, ws: torch.Tensor | None 
                       n: int = 256, seed: int = 0, batch: int = 32, return_per_sample: bool = False) -> dict:
     """``semantic_distance``: how far a finetuned G' has moved from G in content, facestyle's explicit definition.
 
-    The paper uses this quantity without defining it (REFERENCE.md section 3); facestyle defines it with the
+    The paper uses this quantity without defining it (docs/reference.md section 3); facestyle defines it with the
     functional form of the semantic-preservation loss, paper Eq. 1::
 
         SD(G, G') = 1/N sum_i [ LPIPS_alex(r(G(w_i)), r(G'(w_i))) + lambda_ID * (1 - cos(E(G(w_i)), E(G'(w_i)))) ]

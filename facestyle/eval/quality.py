@@ -1117,7 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="facestyle quality", description=__doc__.splitlines()[0])
     add_arguments(p)
-    tune_malloc()  # batched CPU inference is 2-3x faster with it (DESIGN.md section 3)
+    tune_malloc()  # batched CPU inference is 2-3x faster with it (docs/design.md section 3)
     return main_from_args(p.parse_args(argv))
 
 

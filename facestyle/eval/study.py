@@ -272,7 +272,7 @@ def pair_level_study(styles: Sequence[str] = STYLES, settings: StudySettings | N
     return {"rows": rows, "markdown": md, "json": js}
 
 
-# The conditions on +SC&PC against the baseline G* of the same seed (README "Results").
+# The conditions on +SC&PC against the baseline G* of the same seed (docs/results.md, "The three checks").
 FID_TOLERANCE = 1.10
 
 

@@ -1,9 +1,9 @@
-"""In-repo baselines the paper compares against (section 4.2, Fig. 9 and 11; DESIGN.md section 4).
+"""In-repo baselines the paper compares against (section 4.2, Fig. 9 and 11; docs/design.md section 4).
 
-* :func:`layer_swap` - Toonify (Pinkney & Adler; REFERENCE.md section 4): a generator whose low-resolution
+* :func:`layer_swap` - Toonify (Pinkney & Adler; docs/reference.md section 4): a generator whose low-resolution
   layers come from one model and whose high-resolution layers come from the other, with a hard switch or a
   sigmoid blend over log2 resolution.
-* :func:`ui2i_pipeline` - the UI2I-style method (Huang, Liao & Kwong; REFERENCE.md section 3) as the paper
+* :func:`ui2i_pipeline` - the UI2I-style method (Huang, Liao & Kwong; docs/reference.md section 3) as the paper
   compares it: layer swapping of the unconstrained finetune G* with the pretrained G, content and reference
   codes from V-space inversion, style mixing of the reference into the last rows. The public code's defects
   are not reproduced: W codes are never passed through the mapping network a second time, the reference code
@@ -11,7 +11,7 @@
 
 The unconstrained finetune G* itself is ``facestyle.method.finetune`` with ``variant="baseline"``.
 
-State-dict layout (rosinality / facestyle ``Generator``, REFERENCE.md section 1): ``input.input``, ``conv1.*`` and
+State-dict layout (rosinality / facestyle ``Generator``, docs/reference.md section 1): ``input.input``, ``conv1.*`` and
 ``to_rgb1.*`` work at 4 px; ``convs.{2k}`` / ``convs.{2k+1}`` / ``to_rgbs.{k}`` at ``2**(k+3)`` px; noise
 buffer ``noises.noise_{i}`` feeds layer ``i`` at ``2**((i+5)//2)`` px; ``style.*`` is the mapping network.
 """
@@ -82,7 +82,7 @@ def _state_dict(g) -> dict:
 
 def layer_swap_state_dict(sd_base: dict, sd_style: dict, switch_res: int, blend_width: float | None = None,
                           low_from: str = "style") -> dict:
-    """Merge two generator state dicts by resolution (Toonify, REFERENCE.md section 4).
+    """Merge two generator state dicts by resolution (Toonify, docs/reference.md section 4).
 
     ``low_from="style"`` (default, the Toonify recipe): layers below ``switch_res`` come from the style model
     (its cartoon geometry: face shape, eye size), layers at and above it from the base model (realistic
@@ -116,7 +116,7 @@ def layer_swap_state_dict(sd_base: dict, sd_style: dict, switch_res: int, blend_
 
 
 def layer_swap(g_base, g_style, switch_res: int, blend_width: float | None = None, low_from: str = "style"):
-    """Toonify layer swapping (REFERENCE.md section 4); see :func:`layer_swap_state_dict` for the recipe.
+    """Toonify layer swapping (docs/reference.md section 4); see :func:`layer_swap_state_dict` for the recipe.
 
     ``g_base`` / ``g_style`` are facestyle (or rosinality-layout) generators or their state dicts. Returns a
     new generator (a copy of ``g_base`` holding the merged weights; inputs are untouched) or, when
@@ -149,7 +149,7 @@ def ui2i_pipeline(g_base: nn.Module, g_star: nn.Module, *, content_codes: torch.
                   invert_fn: InvertFn | None = None, switch_res: int = UI2I_SWITCH_RES,
                   layer: int = UI2I_STYLE_LAYER, units: str = "paper", noise_mode: str = "const",
                   g_swapped: nn.Module | None = None, profile: str | Profile = "mini") -> torch.Tensor:
-    """UI2I-style translation as the paper compares it (Fig. 9, 11; REFERENCE.md section 3), defects fixed.
+    """UI2I-style translation as the paper compares it (Fig. 9, 11; docs/reference.md section 3), defects fixed.
 
     1. Generator: :func:`ui2i_generator` swaps G's low-resolution layers into G* (G* = the unconstrained
        finetune; finetune it with ``freeze_mapping=True`` as UI2I's "FreezeFC" recommends).

@@ -1,7 +1,7 @@
 """Reference-image embedding into the V space of the style generator G' (paper section 3.3, appendix 6.3).
 
 The paper embeds a reference portrait "into the V space of generator G' using the GAN inversion method of [9]
-(UI2I-style), converting it to W space and then replicating it into W+" (section 3.3). REFERENCE.md section 3
+(UI2I-style), converting it to W space and then replicating it into W+" (section 3.3). docs/reference.md section 3
 lists what that method is; this module implements it without the public code's defects:
 
 * :func:`sefa_basis` - V space: the right singular vectors of the stacked modulation weights of G's conv layers
@@ -73,7 +73,7 @@ def conv_modulation_weights(g: nn.Module, *, ui2i_compat: bool = False) -> list[
     """``(name, weight [in_channels, dim])`` of the style modulations SeFa factorises, in layer order.
 
     Default: the modulated 3x3 conv layers only (``conv1`` and every ``convs.i``), not the ToRGB layers
-    (REFERENCE.md section 3). ``ui2i_compat`` selects what UI2I's key filter selects instead: every
+    (docs/reference.md section 3). ``ui2i_compat`` selects what UI2I's key filter selects instead: every
     ``*modulation.weight`` whose key does not contain ``to_rgbs`` - which includes ``to_rgb1``.
     """
     out = []
@@ -119,7 +119,7 @@ def sefa_basis(g: nn.Module, *, ui2i_compat: bool = False) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 def noise_regularize(noises: Sequence[torch.Tensor]) -> torch.Tensor:
-    """StyleGAN2's noise regulariser per sample, ``[B]`` (Karras et al. 2020, appendix D; REFERENCE.md section 3).
+    """StyleGAN2's noise regulariser per sample, ``[B]`` (Karras et al. 2020, appendix D; docs/reference.md section 3).
 
     For every noise map and each of its 2x2-average-pooled versions down to 8x8: the squared mean of the map times
     itself shifted by one pixel horizontally, plus the same vertically - the lag-1 autocorrelation, which is 0 for
@@ -392,7 +392,7 @@ def _invert_batch(x: torch.Tensor, g: nn.Module, lpips: nn.Module, e: torch.Tens
     dev = g.device
     b = len(x)
     gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
-    # Targets resized once (REFERENCE.md section 3: "targets resized to 256").
+    # Targets resized once (docs/reference.md section 3: "targets resized to 256").
     target = resize_for_loss(x.detach().float().to(dev), s.size)
     # Start at the mean latent in V coordinates: v0 = w_avg @ E^T (E orthonormal, so v0 @ E = w_avg); the
     # row-wise spaces start at the mean latent in every row (W+) or at z = 0 (Z+).

@@ -30,7 +30,7 @@ Choices the paper leaves open (recorded in each pair file's ``meta``):
 * **optimiser** - Adam with a constant learning rate (``profile.pair_opt_lr``) for ``profile.pair_opt_iters``
   steps, no regulariser on z+ (Eq. 5 has none; starting from the encoder's z1+ keeps z+ near the embedding).
   Decaying schedules are an option (``schedule``, :func:`pair_lr`); on the mini models they end higher than
-  the constant rate for the same step count (README "Speed").
+  the constant rate for the same step count (docs/speed.md, "A decaying learning rate").
 * **resume** - each finished level-2 batch is saved (atomically) under ``<out>/level2_batches/``, keyed by
   everything that determines it (start codes, style images, G*'s weights, the loss networks, iters, lr); a
   killed run recomputes only the batches that are missing.

@@ -14,7 +14,7 @@ Section 3.3 adds two controllable variants by style mixing (rows ``< layer`` fro
 * **multimodal** - the other code is a random Z+ sample, mapped row by row through G's mapping network and
   truncated into the dense part of W+;
 * **reference-guided** - the other code is a reference image's embedding: inverted into the V space of G'
-  (UI2I-style inversion, REFERENCE.md section 3; :mod:`facestyle.method.invert`), converted to W and
+  (UI2I-style inversion, docs/reference.md section 3; :mod:`facestyle.method.invert`), converted to W and
   repeated into W+.
 
 Mixing levels are given either in the paper's units (3, 6, 9, 12 of the 18 rows of a 1024 px generator) or as

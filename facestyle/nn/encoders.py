@@ -1,6 +1,6 @@
 """pSp-style image encoders into StyleGAN's latent spaces: W, W+ and Z+ (paper sections 3.2, 3.3, appendix).
 
-The paper uses three variants of the pSp encoder (Richardson et al., ref. [43]; REFERENCE.md section 2):
+The paper uses three variants of the pSp encoder (Richardson et al., ref. [43]; docs/reference.md section 2):
 
 * W+ (``GradualStyleEncoder``): pSp's own feature-pyramid encoder; one head per style row. Used for the
   refinement level of the pseudo pairs, ``w3+ = E_w+(S)`` (Eq. 6).
@@ -33,7 +33,7 @@ __all__ = [
     "to_wplus", "PSP", "build_encoder", "strip_prefix", "default_style_split", "count_params",
 ]
 
-# pSp's backbone tables (REFERENCE.md section 2): (in_channel, depth, num_units) per block. The first unit of
+# pSp's backbone tables (docs/reference.md section 2): (in_channel, depth, num_units) per block. The first unit of
 # every block has stride 2, so each block halves the resolution.
 BLOCK_TABLES: dict[int, tuple[tuple[int, int, int], ...]] = {
     50: ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3)),
@@ -210,7 +210,7 @@ class _Backbone(nn.Module):
 
 
 class GradualStyleEncoder(_Backbone):
-    """pSp's feature-pyramid W+ encoder (REFERENCE.md section 2), ``w+ = E_w+(x)`` of Eq. 6.
+    """pSp's feature-pyramid W+ encoder (docs/reference.md section 2), ``w+ = E_w+(x)`` of Eq. 6.
 
     Taps c1, c2, c3 at the end of the last three backbone blocks (body units 6, 20, 23 for IR-SE50 at 256 px:
     128 ch at 64^2, 256 ch at 32^2, 512 ch at 16^2). Rows ``[0, coarse_ind)`` read c3,

@@ -1,4 +1,4 @@
-"""The mini world's two judges (DESIGN.md section 3), small CNNs read top to bottom.
+"""The mini world's two judges (docs/design.md section 3), small CNNs read top to bottom.
 
 * :class:`Oracle` - evaluation only, never a training loss: predicts every content factor and the domain of a
   portrait from any of the six domains. Its penultimate features also serve as the mini profile's FID space.

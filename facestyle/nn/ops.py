@@ -1,9 +1,9 @@
 """Pure-PyTorch StyleGAN2 building blocks (no compiled extension, CPU and GPU from the same code).
 
 The reference implementation (rosinality/stylegan2-pytorch) compiles CUDA kernels for ``upfirdn2d`` and the
-fused bias + leaky ReLU at import time, which is the first thing its users trip over (REFERENCE.md section 8).
+fused bias + leaky ReLU at import time, which is the first thing its users trip over (docs/reference.md section 8).
 Everything here is written with ordinary tensor ops; parameter and buffer names follow the reference so that
-its checkpoints load unchanged (REFERENCE.md section 1).
+its checkpoints load unchanged (docs/reference.md section 1).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ SQRT2 = math.sqrt(2.0)
 def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Normalised 2-D FIR filter: a 1-D tap list becomes its outer product, then it is divided by its sum.
 
-    StyleGAN2 uses ``[1, 3, 3, 1]`` (a binomial low-pass) for every resampling step (REFERENCE.md section 1).
+    StyleGAN2 uses ``[1, 3, 3, 1]`` (a binomial low-pass) for every resampling step (docs/reference.md section 1).
     """
     k = torch.as_tensor(k, dtype=torch.float32).clone()
     if k.ndim == 1:
@@ -44,7 +44,7 @@ def _pair(v) -> tuple[int, int]:
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0)) -> torch.Tensor:
     """Upsample, FIR-filter and downsample a batch of images ``[B, C, H, W]`` (StyleGAN2's resampling primitive).
 
-    Semantics of the reference CUDA op (REFERENCE.md section 1): insert ``up - 1`` zeros after every sample,
+    Semantics of the reference CUDA op (docs/reference.md section 1): insert ``up - 1`` zeros after every sample,
     pad by ``pad`` (negative values crop), convolve with ``kernel`` (a true convolution, i.e. correlation with
     the flipped kernel) and keep every ``down``-th sample. ``up`` / ``down`` may be ints or ``(x, y)`` pairs;
     ``pad`` is ``(p0, p1)`` for both axes or ``(x0, x1, y0, y1)``. Output size per axis is
@@ -81,7 +81,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up=1, down=1, pad=(0, 0)) -
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
                      scale: float = SQRT2) -> torch.Tensor:
-    """Bias add, leaky ReLU and gain ``scale`` in one call (StyleGAN2's ``fused_bias_act``, REFERENCE.md s. 1).
+    """Bias add, leaky ReLU and gain ``scale`` in one call (StyleGAN2's ``fused_bias_act``, docs/reference.md s. 1).
 
     ``bias`` has one entry per channel (dimension 1). The ``sqrt(2)`` gain keeps activations at unit variance.
     """
@@ -162,7 +162,7 @@ class Downsample(nn.Module):
 
 class EqualConv2d(nn.Module):
     """Conv2d with equalised learning rate (Karras et al.): ``weight ~ N(0, 1)`` stored, multiplied at run time by
-    ``1/sqrt(fan_in)`` so that Adam sees every weight at the same scale (REFERENCE.md section 1)."""
+    ``1/sqrt(fan_in)`` so that Adam sees every weight at the same scale (docs/reference.md section 1)."""
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  bias: bool = True):
@@ -182,7 +182,7 @@ class EqualConv2d(nn.Module):
 
 
 class EqualLinear(nn.Module):
-    """Linear layer with equalised learning rate and a learning-rate multiplier (REFERENCE.md section 1).
+    """Linear layer with equalised learning rate and a learning-rate multiplier (docs/reference.md section 1).
 
     The stored weight is ``randn / lr_mul`` and is scaled by ``lr_mul / sqrt(in_dim)`` at run time; the bias is
     multiplied by ``lr_mul``. ``lr_mul = 0.01`` is what slows the StyleGAN2 mapping network down.
@@ -224,7 +224,7 @@ def tune_malloc(trim_threshold: int = 2 ** 31 - 1, mmap_threshold: int = 32 * 2 
                 disable_mmap: bool = True) -> dict | None:
     """Stop glibc from returning big freed tensors to the kernel and re-faulting them on the next step.
 
-    DESIGN.md section 3: on these CPUs the default allocator costs 5-15% in training and 2-3x in batched
+    docs/design.md section 3: on these CPUs the default allocator costs 5-15% in training and 2-3x in batched
     inference because every large activation is a fresh ``mmap`` that the kernel must zero-fill page by page.
     Raising ``M_TRIM_THRESHOLD`` keeps freed heap memory, and ``disable_mmap`` (``M_MMAP_MAX = 0``) serves even
     tensors above glibc's 32 MiB mmap-threshold ceiling from the reusable heap. This trades resident memory for

@@ -5,9 +5,9 @@ for the loss. This module builds the two networks for either profile and exposes
 
 * :func:`build_lpips` / :func:`lpips_distance` - LPIPS (Zhang et al. 2018) through the ``lpips`` package.
   The profile's ``lpips_train_net`` ("vgg") is the training loss, ``lpips_eval_net`` ("alex") the evaluation
-  metric (paper section 4.1; REFERENCE.md section 5).
+  metric (paper section 4.1; docs/reference.md section 5).
 * :func:`build_identity` / :func:`identity_distance` - a face-identity embedding and pSp's ID-loss form,
-  ``1 - cos(e(a), e(b))`` (REFERENCE.md section 2).
+  ``1 - cos(e(a), e(b))`` (docs/reference.md section 2).
 
 Where the weights come from
 ---------------------------
@@ -63,9 +63,9 @@ __all__ = [
 LPIPS_CKPT = {"vgg": "lpips-vgg16", "alex": "lpips-alexnet"}
 # Seed of the mini profile's random LPIPS backbone; changing it changes every mini LPIPS number.
 MINI_LPIPS_SEED = 20180401
-# pSp's ArcFace crop of an FFHQ-aligned 256 px image, rows 35:223, cols 32:220 (REFERENCE.md section 2).
+# pSp's ArcFace crop of an FFHQ-aligned 256 px image, rows 35:223, cols 32:220 (docs/reference.md section 2).
 PSP_FACE_CROP = (35, 223, 32, 220)
-FACENET_SIZE = 160  # InceptionResnetV1 was trained on 160x160 crops (REFERENCE.md section 5)
+FACENET_SIZE = 160  # InceptionResnetV1 was trained on 160x160 crops (docs/reference.md section 5)
 
 
 def _profile(profile: str | Profile) -> Profile:
@@ -291,10 +291,10 @@ class FaceNetIdentity(nn.Module):
     """facenet ``InceptionResnetV1`` with the preprocessing the ID loss needs; images in [-1, 1] -> unit ``[B, 512]``.
 
     1. crop the face region of an FFHQ-aligned image as pSp crops for its ArcFace ID loss: rows 35:223 and
-       columns 32:220 of a 256 px image, scaled proportionally for other sizes (REFERENCE.md section 2);
+       columns 32:220 of a 256 px image, scaled proportionally for other sizes (docs/reference.md section 2);
     2. resize to 160 px, facenet's training resolution;
     3. facenet's fixed standardisation ``(p - 127.5) / 128`` of 0-255 pixels ``p = 127.5 x + 127.5``, which is
-       ``x * 127.5 / 128`` (REFERENCE.md section 5).
+       ``x * 127.5 / 128`` (docs/reference.md section 5).
     """
 
     def __init__(self, net: nn.Module, crop: tuple[int, int, int, int] = PSP_FACE_CROP, size: int = FACENET_SIZE):

@@ -1,6 +1,6 @@
 """StyleGAN2 generator and discriminator, state-dict compatible with rosinality/stylegan2-pytorch.
 
-Every parameter and buffer has the reference's key and shape (REFERENCE.md section 1), so the official FFHQ
+Every parameter and buffer has the reference's key and shape (docs/reference.md section 1), so the official FFHQ
 checkpoints converted by rosinality and any model trained with that code load with ``load_state_dict`` as-is;
 ``tests/test_stylegan2.py`` checks the keys and golden outputs against the reference. On top of the reference's
 ``forward`` the generator offers explicit ``mapping`` / ``synthesis`` methods in the vocabulary of the paper
@@ -24,7 +24,7 @@ NOISE_MODES = ("random", "const", "zero")
 
 
 def default_channels(channel_multiplier: int = 2) -> dict[int, int]:
-    """Rosinality's ``{resolution: channels}`` table (REFERENCE.md section 1); config-f uses multiplier 2."""
+    """Rosinality's ``{resolution: channels}`` table (docs/reference.md section 1); config-f uses multiplier 2."""
     cm = channel_multiplier
     return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
             1024: 16 * cm}
@@ -59,14 +59,14 @@ class ModulatedConv2d(nn.Module):
     The style ``s = modulation(w)`` scales the input channels of the kernel; with ``demodulate`` every output
     channel is divided by ``sqrt(sum_{in,kh,kw} (scale * weight * s)^2 + 1e-8)``. ``upsample`` runs a stride-2
     transposed convolution followed by a blur, ``downsample`` a blur then a stride-2 convolution, as in the
-    reference (REFERENCE.md section 1).
+    reference (docs/reference.md section 1).
 
     Two numerically equivalent implementations (``impl``):
 
     * ``"grouped"`` - the reference's: build one kernel per sample and run the batch as a grouped convolution.
     * ``"shared"`` - never build per-sample kernels: multiply the input channels by the style, run the one
       shared kernel over the whole batch, then multiply the outputs by the per-sample demodulation
-      coefficients, which only need ``s^2 @ sum_k(weight^2)``. Faster on CPU (DESIGN.md section 3).
+      coefficients, which only need ``s^2 @ sum_k(weight^2)``. Faster on CPU (docs/design.md section 3).
     * ``"auto"`` - ``shared`` for batches larger than one, ``grouped`` otherwise.
     """
 
@@ -176,7 +176,7 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> noise injection -> bias + leaky ReLU * sqrt(2) (REFERENCE.md section 1)."""
+    """Modulated conv -> noise injection -> bias + leaky ReLU * sqrt(2) (docs/reference.md section 1)."""
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True, impl: str = "auto"):
@@ -227,7 +227,7 @@ class Generator(nn.Module):
     Latent spaces (paper section 3 / Eq. 4): ``z`` in Z is ``[B, style_dim]``; ``mapping`` turns it into ``w``
     in W. W+ is ``[B, n_latent, style_dim]``, one row per modulated layer; Z+ is the same shape in Z, each row
     mapped separately. Row ``r`` of W+ drives, in order: conv1 (0), to_rgb1 (1), then for block ``k``
-    convs[2k] (1+2k), convs[2k+1] (2+2k) and to_rgbs[k] (3+2k) (REFERENCE.md section 1).
+    convs[2k] (1+2k), convs[2k+1] (2+2k) and to_rgbs[k] (3+2k) (docs/reference.md section 1).
 
     ``channels`` overrides entries of the ``{resolution: channels}`` table (e.g. ``config.MINI_CHANNELS``);
     ``modconv_impl`` picks the modulated-convolution implementation (see :class:`ModulatedConv2d`).

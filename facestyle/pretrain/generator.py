@@ -1,6 +1,6 @@
 """Train the mini profile's StyleGAN2 on the synthetic portrait world (the role of the FFHQ checkpoint).
 
-Why two phases (DESIGN.md section 3): a faithful 64 px StyleGAN2 trained from scratch as a GAN needs tens of
+Why two phases (docs/design.md section 3): a faithful 64 px StyleGAN2 trained from scratch as a GAN needs tens of
 thousands of steps, far more than a CPU day. So training starts with a *supervised warm start*: each z has a
 known content vector ``world.content_from_z(z)`` and G learns to reproduce ``world.render(content, "real")``
 (multi-scale L1). An *adversarial phase* follows (non-saturating loss, lazy R1, the StyleGAN2 recipe) that
@@ -53,7 +53,7 @@ class GeneratorTrainConfig:
     # Short on purpose: the warm start already draws the faces; the adversarial phase, anchored by rec_weight,
     # adds the real domain's texture and trains the discriminator that finetuning starts from. 1750 steps (~20
     # min at 2 threads) gave the best oracle FID of a run kept every 250 steps (`facestyle quality sweep`;
-    # README "The mini models and what they reach").
+    # docs/mini-models.md, "How the adversarial step count was chosen").
     adv_steps: int = 1750
     lr: float = 0.002  # the adversarial phase's (StyleGAN2's)
     # The warm start is a plain regression: a higher lr fits it much faster (multiscale L1 at step 1130: 0.044
@@ -72,7 +72,7 @@ class GeneratorTrainConfig:
     # Extra L1 on the iris pixels (mean over the pixels whose colour depends on the eye colour, see
     # eye_pixels), times this. The irises are a few dozen of 4096 pixels at 64 px, so in the image-mean L1
     # their colour is nearly free; the first oracle read G's eye colours as wrong, the shipped one finds them
-    # within 4.4 points (README "The mini models and what they reach"). 0 is the recipe of the shipped G.
+    # within 4.4 points (docs/mini-models.md, "How the oracle was chosen"). 0 is the recipe of the shipped G.
     eye_weight: float = 0.0
     # The same for the earring pixels (factor_pixels of "earrings"): G leaves earrings off in 479 of 1270 samples
     # that should have them, as the shipped oracle reads them (renders: 3). 0: shipped.

@@ -38,7 +38,7 @@ class JudgeTrainConfig:
     temperature: float = 0.1
     # Oracle only: extra loss weight per factor, "name=w,name=w" (e.g. "eye_color=5"); others weigh 1 (see
     # oracle_loss). Empty: all 1, the first oracle's recipe; the shipped one used "eye_color=5,glasses=3" with
-    # --steps 5000 --batch 64 (its command is in the manifest; README "How the oracle was chosen").
+    # --steps 5000 --batch 64 (its command is in the manifest; docs/mini-models.md, "How the oracle was chosen").
     factor_weights: str = ""
     # Identity only: domains the two views are rendered in, each view in one drawn at random ("real": the first
     # identity net; "all": the six domains, so the embedding keeps a face across styles - issue "faithful

@@ -1,4 +1,4 @@
-"""The mini world: procedural portraits with known content (DESIGN.md section 3).
+"""The mini world: procedural portraits with known content (docs/design.md section 3).
 
 Every image is drawn from a content vector (20 factors, see :data:`FACTORS`) in one of six domains: ``"real"``
 (soft photographic shading, the role of FFHQ) and five style analogues (cartoon, anime, fantasy, illustration,

@@ -10,7 +10,7 @@ normal latent to exactly that distribution (factor i from z[:, i] through the no
 quantile bins), so ``content_from_z(torch.randn(n, D))`` is a real-domain sample and a generator trained on
 ``render(content_from_z(z), "real")`` knows the content of every z.
 
-Style-set biases (``STYLE_BIAS``), the analogue of real style datasets' skew (DESIGN.md section 3). A
+Style-set biases (``STYLE_BIAS``), the analogue of real style datasets' skew (docs/design.md section 3). A
 finetune on a biased set without constraints drifts content towards these biases:
 
 * cartoon      - no glasses at all; mostly smiling (smile >= 0.45); heads near frontal (yaw 0.3-0.7).

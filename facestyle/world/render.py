@@ -1,4 +1,4 @@
-"""Batched, resolution-free portrait renderer for the mini world (DESIGN.md section 3).
+"""Batched, resolution-free portrait renderer for the mini world (docs/design.md section 3).
 
 Every shape is a signed distance field (negative inside) evaluated on a pixel grid for the whole batch at
 once; coverage is ``clamp(0.5 - sdf / edge, 0, 1)`` with ``edge`` the pixel width (or a wider, domain-specific
