@@ -73,7 +73,7 @@ def cmd_hub(args) -> int:
 
 def cmd_world(args) -> int:
     if args.export_style:
-        from .pretrain.loop import resolve_path
+        from .runs import resolve_path
         from .world.datasets import export_style_set
 
         n = args.n

@@ -17,7 +17,7 @@ from facestyle.method import finetune as ft
 from facestyle.method import losses as L
 from facestyle.nn.judges import IdentityNet
 from facestyle.pretrain import generator as pg
-from facestyle.pretrain.loop import JsonlLog, config_from_args
+from facestyle.runs import JsonlLog, config_from_args
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_resume_continues_and_matches_uninterrupted_run(setup):
 
 def test_stop_request_saves_state_and_writes_no_generator(setup, monkeypatch):
     """SIGINT/SIGTERM set Checkpointer.stop_requested; simulate one arriving during step 2."""
-    from facestyle.pretrain.loop import Checkpointer, Interrupted
+    from facestyle.runs import Checkpointer, Interrupted
 
     class StopDuringStep2(Checkpointer):
         def due(self):

@@ -273,7 +273,7 @@ def test_cli_from_files_with_a_style_folder(setup, tmp_path, monkeypatch):
 
 
 def test_level2_without_g_star_says_how_to_make_it(setup, tmp_path, monkeypatch):
-    monkeypatch.setattr("facestyle.pretrain.loop.REPO_ROOT", tmp_path)  # no runs/ there
+    monkeypatch.setattr("facestyle.runs.REPO_ROOT", tmp_path)  # no runs/ there
     with pytest.raises(ValueError, match="variant baseline"):
         P.make_pairs("cartoon", "mini", "2", style_images=setup["style"], g=setup["g"], zplus_psp=setup["zp"],
                      lossmodels=setup["models"], out_dir=False, figure=False, device="cpu")

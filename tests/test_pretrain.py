@@ -8,7 +8,7 @@ from facestyle import hub
 from facestyle.pretrain import encoders as pe
 from facestyle.pretrain import generator as pg
 from facestyle.pretrain import judges as pj
-from facestyle.pretrain.loop import JsonlLog, compact_state, expand_state
+from facestyle.runs import JsonlLog, compact_state, expand_state
 
 
 def _log(path):
@@ -159,7 +159,7 @@ def test_stop_request_saves_then_interrupts(tmp_path):
     import os
     import signal
 
-    from facestyle.pretrain.loop import Checkpointer, Interrupted
+    from facestyle.runs import Checkpointer, Interrupted
 
     ck = Checkpointer(tmp_path / "state.pt", every_s=1e9, snapshot=tmp_path / "snap.pt")
     ck.install_signal_handlers()
@@ -179,7 +179,7 @@ def test_stop_request_saves_then_interrupts(tmp_path):
 def test_config_flags_parse_booleans_and_turn_optional_fields_off():
     from facestyle.cli import build_parser
     from facestyle.pretrain.generator import GeneratorTrainConfig
-    from facestyle.pretrain.loop import config_from_args
+    from facestyle.runs import config_from_args
 
     args = build_parser().parse_args(["pretrain", "generator", "--warm-texture", "false", "--snapshot", "none"])
     cfg = config_from_args(GeneratorTrainConfig, args)

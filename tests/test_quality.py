@@ -56,7 +56,7 @@ def ckpts(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Figures and the manifest go to tmp_path; no registry override leaks in from the environment."""
-    from facestyle.pretrain import manifest
+    from facestyle import manifest
 
     monkeypatch.setenv("FACESTYLE_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setenv("FACESTYLE_HOME", str(tmp_path / "home"))
@@ -288,7 +288,7 @@ def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
 
 
 def test_record_manifest_merges_into_existing_quality(ckpts):
-    from facestyle.pretrain import manifest
+    from facestyle import manifest
 
     manifest.MANIFEST_PATH.write_text(json.dumps({"files": {"mini-style-anime": {
         "file": "x.pt", "quality": {"keep": 1}}}}))

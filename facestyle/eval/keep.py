@@ -127,7 +127,7 @@ def _row(label: str, truth: torch.Tensor, outs: torch.Tensor, oracle, style: str
 
 def _default_baseline(profile: str, style: str) -> str | None:
     """The study's G* of this style when it was trained here (runs/study/...), else None."""
-    from ..pretrain.loop import resolve_path
+    from ..runs import resolve_path
 
     path = resolve_path(f"runs/study/{profile}-finetune-{style}-baseline/generator.pt")
     return str(path) if path.exists() else None
@@ -289,7 +289,7 @@ def _fmt(v: float) -> str:
 
 def write_keep_report(res: dict, name: str | None = None, command: str | None = None) -> dict:
     """``figures/<profile>/<name>.md`` (one table, rows per style) and ``.json`` (everything, per factor)."""
-    from ..pretrain.manifest import invoked_command
+    from ..manifest import invoked_command
     from ..viz import figure_path
 
     command = command or invoked_command()

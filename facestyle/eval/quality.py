@@ -590,7 +590,7 @@ def pair_faithfulness(style: str = "cartoon", pairs_dir: Any = None, levels: Seq
       pseudo-paired supervision (Eq. 2) then teaches G' to add or remove: G'(w_k+) is pulled towards S whatever
       G(w_k+) shows.
     """
-    from ..pretrain.loop import resolve_path
+    from ..runs import resolve_path
 
     t0 = time.perf_counter()
     style = check_style(style)
@@ -894,7 +894,7 @@ def _report_parts(res: dict) -> tuple[str, list[dict], list[str], dict]:
 def _manifest_entry_for(ref: str | None) -> str | None:
     """The manifest entry a checkpoint reference stands for: the name itself, or the entry whose shipped file is
     that path; None when there is none (e.g. a checkpoint in runs/ or a temporary directory)."""
-    from ..pretrain import manifest
+    from .. import manifest
 
     if not ref:
         return None
@@ -918,7 +918,7 @@ def record_in_manifest(head: dict[str, dict], command: str | None = None,
     manifest entry name. References without an entry are skipped with a message on stderr. Returns
     ``{reference: entry name or None}``.
     """
-    from ..pretrain import manifest
+    from .. import manifest
 
     done = {}
     for ref, sections in head.items():
@@ -949,7 +949,7 @@ def write_report(results: dict, name: str | None = None, *, record_manifest: boo
     merged into the manifest entries of the checkpoints measured (see :func:`record_in_manifest`).
     Returns ``{"md", "json", "manifest"}``.
     """
-    from ..pretrain.manifest import invoked_command
+    from ..manifest import invoked_command
     from ..viz import figure_path
 
     target = results.get("target")

@@ -149,7 +149,7 @@ def _pairs(style: str, level: int, s: StudySettings) -> Path:
     level-2 pairs (Eq. 5) would cost a G* and ~12 min of optimisation per replicate. Level 2 always starts from
     the seed-0 G*, so the pairs do not depend on which seed happened to ask first."""
     from ..method.pairs import make_pairs
-    from ..pretrain.loop import resolve_path
+    from ..runs import resolve_path
 
     out = resolve_path(f"{s.root}/{s.profile}-pairs-{style}{_pair_tag(s) if level == 2 else ''}{_n_tag(s)}")
     path = out / f"pairs_level{level}.pt"
@@ -419,7 +419,7 @@ def _shift_step(style: str, variant: str, s: StudySettings, t: int) -> Path:
     back to fewer steps); each step's G' is kept as ``generator_<t>.pt`` so a rerun reuses it."""
     import shutil
 
-    from ..pretrain.loop import resolve_path
+    from ..runs import resolve_path
 
     keep = resolve_path(f"{s.root}/{s.profile}-shift-{style}-{variant}{_run_tag(s)}") / f"generator_{t:06d}.pt"
     if not keep.exists():

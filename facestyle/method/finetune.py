@@ -34,7 +34,7 @@ here). Choices the paper leaves open, made here and recorded in the output's met
   from G's encoders and mapping network (sections 3.2-3.3), so truncation is centred on G's W.
 * Path-length regularisation is not used (the paper does not mention it; 1000 steps barely move it).
 
-Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.pretrain.loop`): the full state
+Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.runs`): the full state
 (G', G'_ema, D, both optimisers, step, RNGs) lives in ``<out>/state.pt``; rerunning the same command continues,
 and a larger ``iters`` extends a finished run. The result is ``<out>/generator.pt``, a facestyle ``stylegan2``
 checkpoint loadable with :func:`facestyle.hub.load_generator`, whose meta holds the full finetune config.
@@ -55,8 +55,8 @@ import torch.nn as nn
 from .. import hub
 from ..config import check_style, get_profile
 from ..nn.perceptual import resize_for_loss
-from ..pretrain.generator import ema_update
-from ..pretrain.loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..nn.train_ops import ema_update
+from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 from ..utils import get_device, repo_relative
 from .latents import to_wplus
 from .losses import (LossModels, adversarial_d_loss, adversarial_g_loss, paired_loss, r1_penalty, semantic_loss,
@@ -605,7 +605,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig, command: str | None = None) -> Path:
     """Copy a finished G' to ``export_path`` in float16; recorded in the mini manifest when shipped there, with
     ``command`` as the command that made it (default: the running command line)."""
-    from ..pretrain.manifest import record_if_shipped
+    from ..manifest import record_if_shipped
 
     ck = hub.load_facestyle_checkpoint(path, kind="stylegan2")
     dest = hub.save_checkpoint(resolve_path(export_path), kind=ck["kind"], state_dict=ck["state_dict"],

@@ -565,7 +565,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main_from_args(args) -> int:
     from ..config import check_style, get_profile
-    from ..pretrain.loop import resolve_path, set_threads
+    from ..runs import resolve_path, set_threads
     from ..viz import figure_path, save_grid
     from .losses import LossModels
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import Profile, get_profile
 from ..nn.perceptual import build_identity, build_train_lpips, identity_distance, lpips_distance
-from ..pretrain.generator import r1_penalty  # the one R1 implementation in the repo (StyleGAN2 form)
+from ..nn.train_ops import r1_penalty  # the one R1 implementation in the repo (StyleGAN2 form)
 
 __all__ = ["LossModels", "semantic_loss", "paired_loss", "adversarial_g_loss", "adversarial_d_loss",
            "r1_penalty", "total_loss", "semantic_distance"]

@@ -456,7 +456,7 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
     world's full set or a folder, the images themselves otherwise) and ``pairs_level{k}.png`` (P_k grid);
     level-2 batches are checkpointed under ``level2_batches/``. ``figure`` (True, False or a path) writes Fig. 8.
     """
-    from ..pretrain.loop import resolve_path
+    from ..runs import resolve_path
 
     prof = get_profile(profile) if not isinstance(profile, Profile) else profile
     lv = _parse_levels(levels)
@@ -575,7 +575,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_from_args(args) -> int:
-    from ..pretrain.loop import set_threads
+    from ..runs import set_threads
 
     set_threads(args.threads)
     prof = get_profile(args.profile)

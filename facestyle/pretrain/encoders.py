@@ -21,8 +21,8 @@ from ..config import get_profile
 from ..nn.encoders import PSP, build_encoder
 from ..utils import get_device
 from .generator import multiscale_l1
-from .manifest import record_if_shipped
-from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..manifest import record_if_shipped
+from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass

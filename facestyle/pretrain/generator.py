@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from ..nn.train_ops import ema_update, r1_penalty  # noqa: F401  (re-exported: one implementation)
 from .. import world
 from ..config import get_profile
 from ..utils import get_device
-from .manifest import record_if_shipped
-from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..manifest import record_if_shipped
+from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass
@@ -99,20 +100,6 @@ def multiscale_l1(x: torch.Tensor, y: torch.Tensor, levels: int = 3) -> torch.Te
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
         loss = loss + (x - y).abs().mean()
     return loss / levels
-
-
-def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
-    """R1 regulariser (Mescheder et al. 2018) as StyleGAN2 uses it: |grad_x D(x)|^2 on real images."""
-    (grad,) = torch.autograd.grad(real_pred.sum(), real_img, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(p, 1.0 - beta)
-    for be, b in zip(ema.buffers(), model.buffers()):
-        be.copy_(b)
 
 
 def content_features(content: torch.Tensor) -> torch.Tensor:

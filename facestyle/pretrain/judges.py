@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from .. import world
 from ..nn.judges import IDENTITY_FACTORS, IdentityNet, Oracle
 from ..utils import get_device
-from .manifest import record_if_shipped
-from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..manifest import record_if_shipped
+from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 
 @dataclass

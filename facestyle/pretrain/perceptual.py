@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from .. import world
 from ..utils import get_device
 from .judges import _from_u8, info_nce, render_u8
-from .manifest import record_if_shipped
-from .loop import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..manifest import record_if_shipped
+from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 
 __all__ = ["PerceptualConfig", "build_backbone", "augment_views", "train", "export", "add_arguments",
            "main_from_args"]

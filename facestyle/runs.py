@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import REPO_ROOT, atomic_torch_save
+from .utils import REPO_ROOT, atomic_torch_save
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

@@ -9,8 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..hub import MANIFEST_PATH, MINI_DIR, sha256_file
-from ..utils import atomic_write
+from .hub import MANIFEST_PATH, MINI_DIR, sha256_file
+from .utils import atomic_write
 
 
 def read() -> dict:
