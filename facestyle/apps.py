@@ -11,11 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from .align import ImageError, align_path, save_atomic
+from .images import IMAGE_SUFFIXES, tensor_to_pil
+from .images import pils_to_tensor as pil_to_tensor
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MODES = ("general", "multimodal", "reference")
 
 
@@ -36,20 +35,6 @@ def expand_inputs(inputs) -> list[Path]:
 def aligned_faces(path: Path, size: int, all_faces: bool, device) -> list:
     """Aligned crops of one photo (largest face first; only the largest unless ``all_faces``)."""
     return align_path(path, size=size, all_faces=all_faces, device=device)
-
-
-def pil_to_tensor(images) -> torch.Tensor:
-    import numpy as np
-
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
-
-
-def tensor_to_pil(x: torch.Tensor):
-    from PIL import Image
-
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(arr)
 
 
 def run_each(paths: list[Path], work) -> int:

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "eval": {"cli", "apps", "pretrain", "demo", "notebook", "explorer"},
     "runs": {"method", "eval", "cli", "apps", "pretrain", "nn", "world"},
     "manifest": {"method", "eval", "cli", "apps", "pretrain", "nn", "world"},
+    "images": {"method", "eval", "cli", "apps", "pretrain", "nn", "world", "hub", "config"},
 }
 # Known exceptions, each with the reason it is still there (issue "a house a newcomer can live in").
 ALLOWED = {

@@ -54,6 +54,7 @@ import torch.nn as nn
 
 from .. import hub
 from ..config import check_style, get_profile
+from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
 from ..nn.train_ops import ema_update
 from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
@@ -68,7 +69,6 @@ __all__ = ["VARIANTS", "FinetuneConfig", "FinetuneResult", "finetune", "load_pai
 # Paper Table 4: which terms of Eq. 3 each ablation variant uses, as (semantic, paired).
 VARIANTS = {"baseline": (False, False), "sc": (True, False), "pc": (False, True), "sc_pc": (True, True)}
 NOISE_MODES = ("const", "shared")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Fields that must not change when a run resumes (anything else, e.g. iters, may be extended).
 # What makes a saved state a different finetune (iters is not here: a larger count extends a finished run).
 _RESUME_KEYS = ("profile", "style", "variant", "generator", "batch", "noise", "freeze_mapping", "pairs", "lr",
@@ -197,55 +197,10 @@ class FinetuneResult:
 # data: style images and pseudo pairs
 # --------------------------------------------------------------------------------------------------------------
 
-def _pil_to_tensor(img, size: int) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit / 32-bit greyscale: PIL's convert("RGB") would clip at 255, so scale to 8 bits first.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray((arr / top * 255).round().clip(0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite transparency over white rather than dropping alpha (which reveals arbitrary colours).
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    img = img.convert("RGB")
-    w, h = img.size
-    if w != h:  # centre-crop to square: faces are aligned in the centre of portrait datasets
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.LANCZOS)
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-    return x / 127.5 - 1.0
-
-
 def load_style_folder(folder: str | Path, size: int) -> torch.Tensor:
-    """Every image file of ``folder`` (sorted by name) as ``[N, 3, size, size]`` in [-1, 1].
-
-    Paper section 4.1: style images are resized to the generator's resolution. Non-square images are
-    centre-cropped, greyscale / palette / 16-bit images converted to RGB, transparency composited over white.
-    A file that is not a readable image raises one ``ValueError`` naming it.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ValueError(f"style image folder {folder} does not exist or is not a directory")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put the style set there")
-    out = []
-    for p in files:
-        try:
-            with Image.open(p) as img:
-                img.load()
-                out.append(_pil_to_tensor(img, int(size)))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"{p} is not a readable image ({exc}); remove or replace it") from None
-    return torch.stack(out)
+    """Every image file of ``folder`` (sorted by name) as ``[N, 3, size, size]`` in [-1, 1]; paper section 4.1
+    resizes the style images to the generator's resolution (conversions: :func:`facestyle.images.to_tensor`)."""
+    return load_folder(folder, size, what="style image folder", todo="put the style set there")
 
 
 def _style_set(cfg: FinetuneConfig, size: int, style_images: torch.Tensor | None) -> torch.Tensor:

@@ -523,23 +523,10 @@ class EmbeddingCache:
 # --------------------------------------------------------------------------------------------------------------
 
 def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
-    """Image files -> ``[N, 3, size, size]`` in [-1, 1] (same conversion as the finetune's style folders)."""
-    from PIL import Image, UnidentifiedImageError
+    """Reference image files -> ``[N, 3, size, size]`` in [-1, 1] (the conversion of :mod:`facestyle.images`)."""
+    from ..images import load_files
 
-    from .finetune import _pil_to_tensor
-
-    out = []
-    for p in paths:
-        p = Path(p).expanduser()
-        if not p.is_file():
-            raise ValueError(f"reference image {p} does not exist")
-        try:
-            with Image.open(p) as img:
-                img.load()
-                out.append(_pil_to_tensor(img, int(size)))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"{p} is not a readable image ({exc})") from None
-    return torch.stack(out)
+    return load_files(paths, size, what="reference image")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
