@@ -56,12 +56,11 @@ from .. import hub
 from ..config import check_style, get_profile
 from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
-from ..nn.train_ops import ema_update
+from ..nn.train_ops import discriminator_step, ema_update
 from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
 from ..utils import get_device, repo_relative
 from .latents import to_wplus
-from .losses import (LossModels, adversarial_d_loss, adversarial_g_loss, paired_loss, r1_penalty, semantic_loss,
-                     total_loss)
+from .losses import LossModels, adversarial_g_loss, paired_loss, semantic_loss, total_loss
 
 __all__ = ["VARIANTS", "FinetuneConfig", "FinetuneResult", "finetune", "load_pairs", "load_style_folder",
            "snapshot_samples", "add_arguments", "main_from_args"]
@@ -478,18 +477,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                 p.requires_grad_(False)
             with torch.no_grad():
                 fake = synth(g_prime, z, noise)
-            d_loss = adversarial_d_loss(critic(real), critic(fake))
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            rec["d"] = d_loss.item()
-            if step % cfg.r1_every == 0 and cfg.r1_gamma > 0:
-                real_r1 = real.detach().requires_grad_(True)
-                r1 = r1_penalty(critic(real_r1), real_r1)
-                d_opt.zero_grad(set_to_none=True)
-                (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
-                d_opt.step()
-                rec["r1"] = r1.item()
+            rec.update(discriminator_step(critic, d_opt, real, fake, step=step, r1_every=cfg.r1_every,
+                                          r1_gamma=cfg.r1_gamma))
 
             # ---- generator: Eq. 3 with the variant's terms ----
             d.requires_grad_(False)  # D is only a critic here: no parameter gradients needed

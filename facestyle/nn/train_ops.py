@@ -1,4 +1,4 @@
-"""Tensor operations every trainer shares: StyleGAN2's R1 regulariser and the EMA of a generator's weights.
+"""Tensor operations every trainer shares: the discriminator step with lazy R1, and the EMA of a generator.
 
 They live in ``nn`` (no I/O, no configuration) so that the method's finetune (paper section 3.1) and the mini
 profile's own pretraining use one implementation, and neither has to import the other.
@@ -6,8 +6,9 @@ profile's own pretraining use one implementation, and neither has to import the 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["r1_penalty", "ema_update"]
+__all__ = ["r1_penalty", "ema_update", "discriminator_step"]
 
 
 def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
@@ -23,3 +24,27 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         pe.lerp_(p, 1.0 - beta)
     for be, b in zip(ema.buffers(), model.buffers()):
         be.copy_(b)
+
+
+def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, *, step: int,
+                       r1_every: int, r1_gamma: float) -> dict[str, float]:
+    """One discriminator update of StyleGAN2's non-saturating logistic loss (the ``L_adv`` of paper Eq. 3 from
+    D's side), then, every ``r1_every`` steps, the lazy R1 update scaled by ``r1_every`` as StyleGAN2 does.
+
+    ``critic`` maps images to logits (D, or D behind a differentiable augmentation; it sees ``real`` before
+    ``fake``, so an augmentation draws its random numbers in a fixed order). ``fake`` must be detached.
+    Returns ``{"d": loss}`` plus ``"r1"`` on the steps that apply it.
+    """
+    loss = F.softplus(-critic(real)).mean() + F.softplus(critic(fake)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    out = {"d": loss.item()}
+    if r1_gamma > 0 and step % r1_every == 0:
+        real = real.detach().requires_grad_(True)
+        r1 = r1_penalty(critic(real), real)
+        opt.zero_grad(set_to_none=True)
+        (r1_gamma / 2 * r1 * r1_every).backward()
+        opt.step()
+        out["r1"] = r1.item()
+    return out

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..nn.train_ops import ema_update, r1_penalty  # noqa: F401  (re-exported: one implementation)
+from ..nn.train_ops import discriminator_step, ema_update
 from .. import world
 from ..config import get_profile
 from ..utils import get_device
@@ -237,18 +237,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                 real = real_batch(torch.randn(cfg.batch, g.style_dim), size, seed=-(step + 1)).to(device)
                 with torch.no_grad():
                     fake, _ = g([z])
-                d_loss = F.softplus(d(fake)).mean() + F.softplus(-d(real)).mean()
-                d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_opt.step()
-                rec["d"] = d_loss.item()
-                if step % cfg.r1_every == 0:
-                    real.requires_grad_(True)
-                    r1 = r1_penalty(d(real), real)
-                    d_opt.zero_grad(set_to_none=True)
-                    (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
-                    d_opt.step()
-                    rec["r1"] = r1.item()
+                rec.update(discriminator_step(d, d_opt, real, fake, step=step, r1_every=cfg.r1_every,
+                                              r1_gamma=cfg.r1_gamma))
             if adversarial:
                 fake, _ = g([z])
             else:
