@@ -22,7 +22,8 @@ FORBIDDEN = {
 }
 # Known exceptions, each with the reason it is still there (issue "a house a newcomer can live in").
 ALLOWED = {
-    # the LPIPS / identity builders resolve weight files and read the Profile; they are to move into a loader
+    # issue #19 ("one-way layers"): the LPIPS / identity builders resolve weight files and read the Profile;
+    # they are to move into a loader
     ("nn/perceptual.py", "hub"),
     ("nn/perceptual.py", "config"),
 }

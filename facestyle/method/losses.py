@@ -3,7 +3,8 @@
 * :func:`semantic_loss` - Eq. 1, semantic preservation: ``LPIPS(G(z), G'(z)) + lambda_ID * ID(G(z), G'(z))``.
 * :func:`paired_loss` - Eq. 2, pseudo-paired supervision: ``LPIPS(G'(w+), S)``.
 * :func:`adversarial_g_loss` / :func:`adversarial_d_loss` - the ``L_adv`` of Eq. 3, StyleGAN2's non-saturating
-  logistic loss; :func:`r1_penalty` (re-exported from :mod:`facestyle.pretrain.generator`) is its lazy R1 term.
+  logistic loss; :func:`r1_penalty` (from :mod:`facestyle.nn.train_ops`, shared with the mini pretraining) is
+  its lazy R1 term.
 * :func:`total_loss` - Eq. 3: ``L_adv + lambda_sem * L_sem + lambda_paired * L_paired``.
 * :class:`LossModels` - the frozen LPIPS (training net, ``vgg``) and identity networks, built once per profile.
 * :func:`semantic_distance` - Eq. 1 evaluated without gradients over a fixed set of z: the explicit measure of
