@@ -198,3 +198,50 @@ def config_from_args(cls, args):
         return None if optional and isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
 
     return cls(**{f.name: value(f) for f in dataclasses.fields(cls)})
+
+
+def train_loop(model: torch.nn.Module, loss_fn, *, out: Path, steps: int, lr: float, config: dict, seed: int,
+               device: torch.device, pct_start: float = 0.1, ckpt_every_s: float = 300.0, progress: bool = True,
+               desc: str = "train") -> torch.nn.Module:
+    """The resumable loop of the mini world's small trainers (oracle, identity, perceptual backbone).
+
+    AdamW (weight decay 1e-4) under a one-cycle schedule; ``loss_fn(g)`` returns one batch's loss, drawing its
+    data from ``g``, a CPU generator seeded ``seed + step`` at (re)start. The state lives in ``out/state.pt``
+    (saved every ``ckpt_every_s`` and at the end; SIGINT/SIGTERM save and exit), the loss in ``out/log.jsonl``.
+    Returns the model in eval mode.
+    """
+    from .utils import progress_bar as tqdm
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct_start)
+    ckpt = Checkpointer(Path(out) / "state.pt", ckpt_every_s)
+    log = JsonlLog(Path(out) / "log.jsonl")
+    step, wall = 0, 0.0
+    state = ckpt.load()
+    if state:
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        step, wall = state["step"], state["wall_s"]
+    model.to(device).train()
+    g = torch.Generator().manual_seed(seed + step)
+    ckpt.install_signal_handlers()
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc=desc)
+    try:
+        while step < steps:
+            t0 = time.perf_counter()
+            loss = loss_fn(g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            wall += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            log.accumulate(step, 20, loss=loss.item())
+            if ckpt.due() or step == steps:
+                ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                           "step": step, "wall_s": wall, "config": config})
+    finally:
+        bar.close()
+        ckpt.restore_signal_handlers()
+    return model.eval()

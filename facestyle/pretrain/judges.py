@@ -22,7 +22,7 @@ from .. import world
 from ..nn.judges import IDENTITY_FACTORS, IdentityNet, Oracle
 from ..utils import get_device
 from ..manifest import record_if_shipped
-from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..runs import add_config_arguments, config_from_args, resolve_path, set_threads, train_loop
 
 
 @dataclass
@@ -163,7 +163,6 @@ def info_nce(ea: torch.Tensor, eb: torch.Tensor, temperature: float) -> torch.Te
 
 
 def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
-    from ..utils import progress_bar as tqdm
 
     set_threads(cfg.threads)
     device = get_device(cfg.device)
@@ -189,50 +188,22 @@ def train(cfg: JudgeTrainConfig, progress: bool = True) -> torch.nn.Module:
 
         ck = load_facestyle_checkpoint(cfg.init, kind="oracle" if cfg.what == "oracle" else "identity")
         model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
-    log = JsonlLog(out / "log.jsonl")
-    step, wall = 0, 0.0
-    state = ckpt.load()
-    if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        step, wall = state["step"], state["wall_s"]
-    model.to(device).train()
     weights = parse_factor_weights(cfg.factor_weights)
-    g = torch.Generator().manual_seed(cfg.seed + step)
     tr = data["train"]
     n = len(tr["x"] if cfg.what == "oracle" else tr["a"])
-    ckpt.install_signal_handlers()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"mini {cfg.what}")
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            idx = torch.randint(n, (cfg.batch,), generator=g)
-            if cfg.what == "oracle":
-                x = augment(_from_u8(tr["x"][idx]), g).to(device)
-                loss = oracle_loss(model, x, tr["c"][idx].to(device), tr["d"][idx].to(device), weights)
-            else:
-                xa = augment(_from_u8(tr["a"][idx]), g).to(device)
-                xb = augment(_from_u8(tr["b"][idx]), g).to(device)
-                loss = info_nce(model(xa), model(xb), cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            wall += time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            log.accumulate(step, 20, loss=loss.item())
-            if ckpt.due() or step == cfg.steps:
-                ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                           "step": step, "wall_s": wall, "config": asdict(cfg)})
-    finally:
-        bar.close()
-        ckpt.restore_signal_handlers()
-    model.eval()
-    return model
+
+    def loss_fn(g: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(n, (cfg.batch,), generator=g)
+        if cfg.what == "oracle":
+            x = augment(_from_u8(tr["x"][idx]), g).to(device)
+            return oracle_loss(model, x, tr["c"][idx].to(device), tr["d"][idx].to(device), weights)
+        xa = augment(_from_u8(tr["a"][idx]), g).to(device)
+        xb = augment(_from_u8(tr["b"][idx]), g).to(device)
+        return info_nce(model(xa), model(xb), cfg.temperature)
+
+    return train_loop(model, loss_fn, out=out, steps=cfg.steps, lr=cfg.lr, config=asdict(cfg), seed=cfg.seed,
+                      device=device, pct_start=0.1, ckpt_every_s=cfg.ckpt_every_s, progress=progress,
+                      desc=f"mini {cfg.what}")
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from .. import world
 from ..utils import get_device
 from .judges import _from_u8, info_nce, render_u8
 from ..manifest import record_if_shipped
-from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..runs import add_config_arguments, config_from_args, resolve_path, set_threads, train_loop
 
 __all__ = ["PerceptualConfig", "build_backbone", "augment_views", "train", "export", "add_arguments",
            "main_from_args"]
@@ -133,7 +133,7 @@ def _data(cfg: PerceptualConfig) -> torch.Tensor:
 
 def train(cfg: PerceptualConfig, progress: bool = True) -> _Trainee:
     """Resumable SimCLR training (symmetric InfoNCE between two views of each image in the batch)."""
-    from ..utils import atomic_torch_save, progress_bar as tqdm
+    from ..utils import atomic_torch_save
 
     set_threads(cfg.threads)
     device = get_device(cfg.device)
@@ -152,41 +152,15 @@ def train(cfg: PerceptualConfig, progress: bool = True) -> _Trainee:
 
         sd = load_facestyle_checkpoint(cfg.init, kind="lpips-backbone")["state_dict"]
         model.features.load_state_dict({k[len("features."):]: v.float() for k, v in sd.items()})
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
-    ckpt = Checkpointer(out / "state.pt", cfg.ckpt_every_s)
-    log = JsonlLog(out / "log.jsonl")
-    step, wall = 0, 0.0
-    state = ckpt.load()
-    if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        step, wall = state["step"], state["wall_s"]
-    model.to(device).train()
-    g = torch.Generator().manual_seed(cfg.seed + step)
-    ckpt.install_signal_handlers()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="mini perceptual")
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            x = _from_u8(data[torch.randint(len(data), (cfg.batch,), generator=g)])
-            loss = info_nce(model(augment_views(x, g, cfg.color).to(device)),
-                            model(augment_views(x, g, cfg.color).to(device)), cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            wall += time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            log.accumulate(step, 20, loss=loss.item())
-            if ckpt.due() or step == cfg.steps:
-                ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                           "step": step, "wall_s": wall, "config": asdict(cfg)})
-    finally:
-        bar.close()
-        ckpt.restore_signal_handlers()
-    return model.eval()
+
+    def loss_fn(g: torch.Generator) -> torch.Tensor:
+        x = _from_u8(data[torch.randint(len(data), (cfg.batch,), generator=g)])
+        return info_nce(model(augment_views(x, g, cfg.color).to(device)),
+                        model(augment_views(x, g, cfg.color).to(device)), cfg.temperature)
+
+    return train_loop(model, loss_fn, out=out, steps=cfg.steps, lr=cfg.lr, config=asdict(cfg), seed=cfg.seed,
+                      device=device, pct_start=0.05, ckpt_every_s=cfg.ckpt_every_s, progress=progress,
+                      desc="mini perceptual")
 
 
 def export(model: _Trainee, cfg: PerceptualConfig, path, report: dict | None = None):
