@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test bench notebooks
+.PHONY: install install-test demo test bench notebooks slim-notebooks
 
 # torch/torchvision pinned: these exact wheels are what we test on (an unpinned torch pulls a multi-GB build).
 # facenet-pytorch comes last and with --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with
@@ -32,3 +32,8 @@ bench:
 # Re-run every notebook in full mode and store its outputs (what a reader sees on GitHub).
 notebooks:
 	for nb in notebooks/[0-9]*.ipynb; do $(PY) -c "from facestyle.notebook import execute; execute('$$nb')" || exit 1; done
+
+# Shrink the figures already stored in the notebooks to screen size, so diffs stay readable (a fresh run stores
+# them small through notebook.show); the full-resolution files stay in figures/.
+slim-notebooks:
+	$(PY) -m facestyle.notebook slim notebooks/[0-9]*.ipynb

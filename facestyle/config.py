@@ -67,6 +67,8 @@ class Profile:
     lambda_id: float = 0.1
     r1_gamma: float = 10.0
     loss_size: int = 256  # images are resized to this before LPIPS / identity (Eq. 1)
+    # The training LPIPS's resolution when it is not loss_size (None: loss_size, as in the paper).
+    lpips_size: int | None = None
     lpips_train_net: str = "vgg"
     lpips_eval_net: str = "alex"
     # "pretrained": torchvision ImageNet weights through the hub (the paper); "seeded": the lpips package's

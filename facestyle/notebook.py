@@ -141,7 +141,7 @@ def setup(notebook: str, profile: str = "mini", device: str = "auto", seed: int 
     return Session(notebook=notebook, profile=prof, device=dev, seed=seed, fast=fast_mode(fast), style=style)
 
 
-__all__ = ["setup", "Session", "NotebookError", "fast_mode", "STYLES"]
+__all__ = ["setup", "Session", "NotebookError", "fast_mode", "STYLES", "show", "shrink_png", "slim_notebook"]
 
 
 def execute(path: str | os.PathLike, fast: bool = False, timeout: int = 1800) -> Path:
@@ -191,3 +191,141 @@ def clean(nb) -> None:
                 out.get("data", {}).pop(_WIDGET_VIEW, None)
     nb.metadata.pop("papermill", None)
     nb.metadata.pop("widgets", None)
+
+
+# Figures are read in GitHub's notebook viewer on a laptop screen: its output column is roughly 860 CSS px wide,
+# and the browser scales anything wider down to fit, so pixels past that cost diff size and show nothing more.
+# The mini profile's grids (64-px faces drawn at 2x) keep every face's own pixels at this size.
+DISPLAY_MAX_PX = 860
+# A PNG this small that already fits costs a diff little: leave it as it is rather than re-encode it lossily.
+SMALL_PNG_BYTES = 50_000
+
+
+def shrink_png(data: bytes, max_px: int = DISPLAY_MAX_PX, colors: int | None = 256) -> bytes:
+    """A smaller PNG for display: downscaled so its longer side is at most ``max_px`` (never enlarged; LANCZOS,
+    or nearest neighbour for a grid whose pixels were repeated by ``viz.save_grid(scale=k)``), reduced to a
+    ``colors``-colour palette (``None``: full colour, lossless) and saved optimised. Returns ``data`` itself when
+    the image already fits and is small or already paletted, or when the new file would not be smaller, so a
+    second pass changes nothing."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if img.format != "PNG" or img.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
+        return data  # 16-bit and other rare modes: converting them to 8 bits would clip, not scale
+    fits = max(img.size) <= max_px
+    gray = img.mode in ("1", "L", "LA")
+    few_colours = gray or img.mode in ("P", "PA")  # nothing a palette would save
+    if fits and (len(data) <= SMALL_PNG_BYTES or few_colours or not colors):
+        return data
+    img.load()
+    alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    img = img.convert(("LA" if alpha else "L") if gray else ("RGBA" if alpha else "RGB"))
+    if alpha and img.getchannel("A").getextrema()[0] == 255:
+        # matplotlib saves an opaque alpha channel: dropping it is lossless and lets the palette use all colours
+        img, alpha = img.convert("L" if gray else "RGB"), False
+    if not fits:
+        scale = max_px / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        k = _nearest_factor(img)
+        if k > 1:
+            # viz.save_grid's scale=2 repeats every pixel; LANCZOS over the repeats makes new pixels that
+            # compress worse than the larger original. Back to the real pixels, then repeat them again if
+            # the target is still larger: the same blocky look, and half the bytes of a LANCZOS result.
+            import numpy as np
+
+            img = Image.fromarray(np.asarray(img)[::k, ::k].copy())
+        img = img.resize(size, Image.NEAREST if size[0] >= img.width else Image.LANCZOS)
+    if colors and not gray:
+        # The notebooks' face grids barely compress losslessly (fewer pixels alone saved ~20%): a 256-colour
+        # palette looks the same at screen size and takes about a third of the bytes. figures/ keeps the original.
+        # (Without a given palette PIL does not dither, which also keeps the file small.)
+        img = img.quantize(colors, method=Image.Quantize.FASTOCTREE if alpha else Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    small = out.getvalue()
+    return small if len(small) < len(data) else data
+
+
+def _nearest_factor(img, factors=(4, 3, 2)) -> int:
+    """The ``k`` for which ``img`` is exactly a ``k``-times nearest-neighbour enlargement, else 1."""
+    import numpy as np
+
+    a = np.asarray(img)
+    for k in factors:
+        if a.shape[0] % k or a.shape[1] % k:
+            continue
+        small = a[::k, ::k]
+        if np.array_equal(np.repeat(np.repeat(small, k, 0), k, 1), a):
+            return k
+    return 1
+
+
+def show(path: str | os.PathLike, max_px: int = DISPLAY_MAX_PX, colors: int | None = 256):
+    """Display the figure at ``path`` in a notebook, shrunk with :func:`shrink_png`: the stored output stays small
+    while the full-resolution file stays in ``figures/``. Use instead of ``IPython.display.Image(filename=...)``."""
+    from IPython.display import Image
+
+    return Image(data=shrink_png(Path(path).read_bytes(), max_px, colors), format="png")
+
+
+def slim_notebook(path: str | os.PathLike, max_px: int = DISPLAY_MAX_PX, colors: int | None = 256) -> tuple[int, int]:
+    """Shrink the ``image/png`` outputs of a stored notebook's code cells with :func:`shrink_png`, in place, and
+    return its size in bytes before and after. Everything else stays byte for byte in a file laid out as
+    nbformat writes it (as the course's are); a notebook with nothing to shrink is not rewritten."""
+    import base64
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    # The plain json module, not nbformat: it keeps the key order and formatting the file has, so the only
+    # lines that change are the images'. nbformat's own writer is indent=1 with a trailing newline, as here.
+    nb = json.loads(text)
+    changed = False
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" not in data:
+                continue
+            raw = data["image/png"]
+            raw = "".join(raw) if isinstance(raw, list) else raw
+            png = base64.b64decode(raw)
+            small = shrink_png(png, max_px, colors)
+            if small != png:
+                data["image/png"] = base64.b64encode(small).decode("ascii")
+                changed = True
+    before = len(text.encode("utf-8"))
+    if not changed:
+        return before, before
+    new = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    with atomic_write(path, "wb") as fh:  # bytes: no locale encoding, no newline translation
+        fh.write(new)
+    return before, len(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facestyle.notebook slim NOTEBOOK...``: slim stored notebooks and print their sizes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m facestyle.notebook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    slim = sub.add_parser("slim", help="shrink the PNG outputs stored in notebooks (in place)")
+    slim.add_argument("notebooks", nargs="+")
+    slim.add_argument("--max-px", type=int, default=DISPLAY_MAX_PX, help="longest side of a stored image")
+    slim.add_argument("--colors", type=int, default=256, help="palette size; 0 keeps full colour (lossless)")
+    args = parser.parse_args(argv)
+    total = [0, 0]
+    for nb_path in args.notebooks:
+        before, after = slim_notebook(nb_path, args.max_px, args.colors or None)
+        total[0] += before
+        total[1] += after
+        print(f"{nb_path}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+    if len(args.notebooks) > 1:
+        print(f"total: {total[0] / 1e6:.2f} MB -> {total[1] / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ from PIL import Image
 
 from facestyle.config import get_profile
 from facestyle import hub, world
+from facestyle.cli import finetune as cli_finetune
 from facestyle.method import finetune as ft
 from facestyle.method import losses as L
 from facestyle.nn.judges import IdentityNet
@@ -256,7 +257,7 @@ def test_style_folder_loader(tmp_path):
 
 def test_cli_arguments_give_typed_config():
     p = argparse.ArgumentParser()
-    ft.add_arguments(p)
+    cli_finetune.add_arguments(p)
     args = p.parse_args(["--style", "anime", "--variant", "sc", "--iters", "7", "--lr", "0.01",
                          "--freeze-mapping", "true"])
     cfg = config_from_args(ft.FinetuneConfig, args)

@@ -17,6 +17,7 @@ import torch
 
 from facestyle import hub
 from facestyle.config import MINI_CHANNELS, PROFILES, EncoderConfig
+from facestyle.hub import registry, store
 from facestyle.nn.encoders import PSP, BackboneEncoderW, GradualStyleEncoder
 from facestyle.nn.stylegan2 import Discriminator, Generator
 
@@ -41,7 +42,7 @@ def isolated(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise URLError("network disabled in tests")
 
-    monkeypatch.setattr(hub, "urlopen", no_network)
+    monkeypatch.setattr(store, "urlopen", no_network)
     hub._MEMO.clear()
     yield
 
@@ -387,7 +388,7 @@ def _fake_entry(monkeypatch, tmp_path, payload: bytes, **kw):
         hasher.update(data)
         return len(data)
 
-    monkeypatch.setattr(hub, "_fetch_url", fetch_local)
+    monkeypatch.setattr(store, "_fetch_url", fetch_local)
     return e
 
 
@@ -409,7 +410,7 @@ def test_download_verifies_and_renames(tmp_path, monkeypatch, gen):
     assert not [n for n in _cache_files() if n.endswith(".tmp")]
     assert hub.verify("fake-ckpt").status == "verified"
     # the cached copy is used next time, with the download function gone
-    monkeypatch.setattr(hub, "_fetch_url", None)
+    monkeypatch.setattr(store, "_fetch_url", None)
     assert hub.resolve("fake-ckpt") == hub.cache_dir() / "fake.pt"
 
 
@@ -480,8 +481,8 @@ def test_unknown_name_suggests():
 def test_mini_entries_use_manifest(tmp_path, monkeypatch, gen):
     mini = tmp_path / "mini"
     mini.mkdir()
-    monkeypatch.setattr(hub, "MINI_DIR", mini)
-    monkeypatch.setattr(hub, "MANIFEST_PATH", mini / "manifest.json")
+    monkeypatch.setattr(registry, "MINI_DIR", mini)
+    monkeypatch.setattr(registry, "MANIFEST_PATH", mini / "manifest.json")
     with pytest.raises(hub.CheckpointNotFound, match="not trained/shipped yet"):
         hub.resolve("mini-stylegan2-64")
     (mini / "manifest.json").write_text("")
@@ -515,3 +516,42 @@ def test_home_and_listing(tmp_path, monkeypatch):
         assert hub.get_entry(name).sha256 is None  # honest: unknown, recorded on first use
     text = hub.format_entries()
     assert "missing (downloadable)" in text and "cache:" in text
+
+
+def test_unpublished_hash_is_pinned_on_first_load_and_a_change_is_refused(tmp_path, monkeypatch, gen, capsys):
+    """Issue #20 item 3: a file nobody publishes a hash for is pinned on its first successful load; a different
+    file under the same name is then refused as changed, until `facestyle hub forget NAME`."""
+    from facestyle.cli import main
+
+    e = hub.get_entry("stylegan2-ffhq-config-f")
+    assert e.sha256 is None and hub.integrity(e) == "not pinned (first use pins)"
+    assert hub.integrity(hub.get_entry("lpips-vgg16")).startswith("name prefix")
+    assert hub.integrity(hub.get_entry("mini-stylegan2-64")) == "pinned (manifest)"
+    dest = hub.cache_dir() / e.filename
+    dest.parent.mkdir(parents=True)
+    torch.save({"g_ema": gen.state_dict(), "latent_avg": torch.zeros(STYLE_DIM)}, dest)
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert "stylegan2-ffhq-config-f" not in hub.pins()  # resolving alone does not pin
+    hub.resolve("stylegan2-ffhq-config-f")
+    assert "stylegan2-ffhq-config-f" not in hub.pins()
+    hub.load_generator("stylegan2-ffhq-config-f", device="cpu")
+    assert hub.pins()["stylegan2-ffhq-config-f"]["sha256"] == digest
+    assert "pinned it to" in capsys.readouterr().err
+    row = {r["name"]: r for r in hub.list_entries("ffhq")}["stylegan2-ffhq-config-f"]
+    assert row["integrity"].startswith("recorded on first use")
+    assert "recorded on first use" in hub.format_entries(hub.list_entries("ffhq"))
+    assert hub.verify("stylegan2-ffhq-config-f").status == "matches first use"
+    hub.load_generator("stylegan2-ffhq-config-f", device="cpu")  # the same file loads again
+
+    torch.save({"g_ema": _perturb(Generator(64, STYLE_DIM, 4, channel_multiplier=1, channels=MINI_CHANNELS), 3)
+                .state_dict(), "latent_avg": torch.zeros(STYLE_DIM)}, dest)
+    with pytest.raises(hub.ChecksumError, match="hub forget stylegan2-ffhq-config-f"):
+        hub.load_generator("stylegan2-ffhq-config-f", device="cpu")
+    monkeypatch.setenv(e.env_var, str(dest))  # pointing the entry at the file by hand is checked as well
+    with pytest.raises(hub.ChecksumError, match="changed or was replaced"):
+        hub.resolve("stylegan2-ffhq-config-f")
+    monkeypatch.delenv(e.env_var)
+    assert main(["hub", "forget", "stylegan2-ffhq-config-f"]) == 0
+    assert "pin removed" in capsys.readouterr().out
+    hub.load_generator("stylegan2-ffhq-config-f", device="cpu")
+    assert hub.pins()["stylegan2-ffhq-config-f"]["sha256"] == hashlib.sha256(dest.read_bytes()).hexdigest()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facestyle.cli import invert as cli_invert
 from facestyle.config import get_profile
 from facestyle import hub
 from facestyle.method import invert as I
@@ -170,12 +171,12 @@ def test_embed_ref_cli(setup, tmp_path, monkeypatch):
         files.append(tmp_path / f"ref{i}.png")
         Image.fromarray(arr).save(files[-1])
     p = argparse.ArgumentParser()
-    I.add_arguments(p)
+    cli_invert.add_arguments(p)
     args = p.parse_args([str(f) for f in files] + ["--style", "anime", "--generator", str(gpath), "--iters", "2",
                                                   "--cache-dir", str(tmp_path / "cache"), "--out",
                                                   str(tmp_path / "refs.pt"), "--device", "cpu", "--threads", "1",
                                                   "--no-progress"])
-    assert I.main_from_args(args) == 0
+    assert cli_invert.main_from_args(args) == 0
     out = hub.safe_load(tmp_path / "refs.pt")
     assert out["w"].shape == (2, g.style_dim) and out["style"] == "anime"
     assert (tmp_path / "figures" / "mini" / "embed_ref_anime.png").exists()

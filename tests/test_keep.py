@@ -47,7 +47,7 @@ def test_multimodal_mode_scores_every_sample(monkeypatch, tmp_path):
 
 
 def test_factor_sensitivity_sees_every_change():
-    from facestyle.nn.perceptual import build_lpips
+    from facestyle.hub import build_lpips
 
     lp = build_lpips("alex", "mini", "cpu", backbone="seeded")
     res = keep.factor_sensitivity(lp, domains=("real",), n=4)

@@ -1,5 +1,6 @@
-"""facestyle.eval.metrics and facestyle.nn.perceptual: formulas against closed forms, determinism of the mini
-LPIPS, offline loading of the ffhq backbones from files the test writes, and the semantic distance's zero.
+"""facestyle.eval.metrics, facestyle.nn.perceptual and facestyle.hub.perceptual: formulas against closed forms,
+determinism of the mini LPIPS, offline loading of the ffhq backbones from files the test writes, and the semantic
+distance's zero.
 
 No test touches the network: every socket connect raises, and the checkpoint caches point into tmp dirs.
 """
@@ -17,6 +18,7 @@ import torch
 from facestyle import hub
 from facestyle.config import MINI_CHANNELS
 from facestyle.eval import metrics as M
+from facestyle.hub import perceptual as HP
 from facestyle.nn import perceptual as P
 from facestyle.world import FACTORS, STYLE_BIAS, factor_index, render, sample_content
 
@@ -152,18 +154,18 @@ def test_style_accuracy_counts_target_domain():
 
 @pytest.fixture(scope="module")
 def lpips_alex_mini():
-    return P.build_lpips("alex", "mini", "cpu")
+    return HP.build_lpips("alex", "mini", "cpu")
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_mini_lpips_is_deterministic_and_leaves_global_rng_alone(net):
     torch.manual_seed(1)
-    m1 = P.build_lpips(net, "mini", "cpu")
+    m1 = HP.build_lpips(net, "mini", "cpu")
     after = torch.rand(3)
     torch.manual_seed(1)
     expect = torch.rand(3)
     torch.manual_seed(12345)
-    m2 = P.build_lpips(net, "mini", "cpu")
+    m2 = HP.build_lpips(net, "mini", "cpu")
     assert torch.equal(after, expect), "building the mini LPIPS must not consume the global RNG"
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
@@ -190,7 +192,7 @@ def test_mini_lpips_gradient_reaches_inputs(lpips_alex_mini):
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_with_cached_target_features_equals_lpips(net):
-    model = P.build_lpips(net, "mini", "cpu")
+    model = HP.build_lpips(net, "mini", "cpu")
     x, y = _images(3, 0, 96).requires_grad_(True), _images(3, 1, 96)
     x2 = x.detach().clone().requires_grad_(True)
     d = P.lpips_distance(x, y, model, size=64)
@@ -233,14 +235,14 @@ def test_ffhq_lpips_loads_torchvision_backbone_offline(tmp_path, monkeypatch, ne
     path = tmp_path / f"{net}-backbone.pth"
     sd = _torchvision_backbone_file(path, net, seed=7)
     monkeypatch.setenv(env, str(path))
-    model = P.build_lpips(net, "ffhq", "cpu")
+    model = HP.build_lpips(net, "ffhq", "cpu")
     assert model.backbone_mode == "pretrained"
     loaded = model.net.state_dict()
     for key, t in loaded.items():  # slice{k}.N.leaf <- features.N.leaf
         _, idx, leaf = key.split(".")
         assert torch.equal(t, sd[f"features.{idx}.{leaf}"]), key
     # the calibrated heads are the package's, identical in both profiles
-    mini = P.build_lpips(net, "mini", "cpu")
+    mini = HP.build_lpips(net, "mini", "cpu")
     assert torch.equal(model.lin0.model[1].weight, mini.lin0.model[1].weight)
     x, y = _images(2, 0), _images(2, 1)
     assert (P.lpips_distance(x, y, model, size=64) > 0).all()
@@ -248,7 +250,7 @@ def test_ffhq_lpips_loads_torchvision_backbone_offline(tmp_path, monkeypatch, ne
 
 def test_ffhq_lpips_missing_backbone_fails_with_hub_error():
     with pytest.raises(hub.CheckpointError, match="vgg16-397923af.pth"):
-        P.build_lpips("vgg", "ffhq", "cpu")
+        HP.build_lpips("vgg", "ffhq", "cpu")
 
 
 def test_ffhq_lpips_cached_file_with_wrong_hash_prefix_is_refused(tmp_path, monkeypatch):
@@ -256,7 +258,7 @@ def test_ffhq_lpips_cached_file_with_wrong_hash_prefix_is_refused(tmp_path, monk
     cache.mkdir(parents=True)
     _torchvision_backbone_file(cache / "alexnet-owt-7be5be79.pth", "alex", seed=3)
     with pytest.raises(hub.ChecksumError, match="7be5be79"):
-        P.build_lpips("alex", "ffhq", "cpu")
+        HP.build_lpips("alex", "ffhq", "cpu")
 
 
 def test_ffhq_lpips_wrong_file_is_a_clear_error(tmp_path, monkeypatch):
@@ -264,7 +266,7 @@ def test_ffhq_lpips_wrong_file_is_a_clear_error(tmp_path, monkeypatch):
     torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, path)
     monkeypatch.setenv("FACESTYLE_CKPT_LPIPS_ALEXNET", str(path))
     with pytest.raises(hub.CheckpointError, match="AlexNet"):
-        P.build_lpips("alex", "ffhq", "cpu")
+        HP.build_lpips("alex", "ffhq", "cpu")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def test_facenet_identity_from_state_dict(tmp_path, monkeypatch):
     path = tmp_path / "20180402-114759-vggface2.pt"
     torch.save(sd, path)
     monkeypatch.setenv("FACESTYLE_CKPT_FACENET_VGGFACE2", str(path))
-    model = P.build_identity("ffhq", "cpu")
+    model = HP.build_identity("ffhq", "cpu")
     assert isinstance(model, P.FaceNetIdentity)
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.net.state_dict().items())
     x = _images(2, 0, 256)
@@ -301,7 +303,7 @@ def test_build_identity_rejects_other_files(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"a": torch.zeros(2)}, path)
     with pytest.raises(hub.CheckpointError, match="facenet"):
-        P.build_identity("ffhq", "cpu", ckpt=path)
+        HP.build_identity("ffhq", "cpu", ckpt=path)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from facestyle import hub, world
+from facestyle.cli import pairs as cli_pairs
 from facestyle.config import get_profile
 from facestyle.method import finetune as ft
 from facestyle.method import losses as L
@@ -255,11 +256,11 @@ def test_cli_from_files_with_a_style_folder(setup, tmp_path, monkeypatch):
         arr = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
         Image.fromarray(arr).save(folder / f"{i:02d}.png")
     p = argparse.ArgumentParser()
-    P.add_arguments(p)
+    cli_pairs.add_arguments(p)
     args = p.parse_args(["--levels", "1,3", "--generator", str(gpath), "--zplus-encoder", str(paths["zplus"]),
                          "--wplus-encoder", str(paths["wplus"]), "--style-images", str(folder),
                          "--out", str(tmp_path / "out"), "--device", "cpu", "--threads", "1", "--no-progress"])
-    assert P.main_from_args(args) == 0
+    assert cli_pairs.main_from_args(args) == 0
     style_set = ft.load_style_folder(folder, 64)
     for k in (1, 3):
         raw = hub.safe_load(tmp_path / "out" / f"pairs_level{k}.pt")

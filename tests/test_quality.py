@@ -1,4 +1,4 @@
-"""facestyle.eval.quality against tiny random checkpoints written to tmp_path.
+"""facestyle quality (facestyle.eval.quality*) against tiny random checkpoints written to tmp_path.
 
 Random models say nothing about quality; these tests check the plumbing the shipped numbers rely on: result
 structure, determinism, exact zeros/ones where the protocol guarantees them (a set's FID with itself, G's drift
@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from facestyle import hub
+from facestyle.cli import quality as cli_quality
 from facestyle.config import get_profile
 from facestyle.eval import quality as Q
+from facestyle.eval.quality_drift import drift_quality
+from facestyle.eval.quality_encoders import encoder_quality
+from facestyle.eval.quality_generator import content_fidelity, generator_quality, generator_sweep
+from facestyle.eval.quality_oracle import oracle_quality
+from facestyle.eval.quality_pairs import pair_faithfulness
+from facestyle.eval.quality_report import write_report
 from facestyle.world import FACTORS
 
 N = 24  # images per set: enough for every code path, small enough for a CPU test
@@ -65,7 +72,7 @@ def isolated(tmp_path, monkeypatch):
         if k.startswith("FACESTYLE_CKPT_"):
             monkeypatch.delenv(k)
     monkeypatch.setattr(manifest, "MANIFEST_PATH", tmp_path / "manifest.json")
-    monkeypatch.setattr(hub, "MANIFEST_PATH", tmp_path / "manifest.json")  # mini names resolve to nothing
+    monkeypatch.setattr(hub.registry, "MANIFEST_PATH", tmp_path / "manifest.json")  # mini names resolve to nothing
     hub._MEMO.clear()
     yield
 
@@ -80,7 +87,7 @@ def test_protocol_seeds_are_distinct_and_far_from_training_seeds():
 
 
 def test_generator_quality(ckpts, tmp_path):
-    res = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
+    res = generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
     assert res["target"] == "generator" and res["n"] == N
     assert res["fid_gen_vs_real"] >= 0 and res["fid_real_vs_real"] >= 0
     cats = [f for f in FACTORS if f.kind == "categorical"]
@@ -100,15 +107,15 @@ def test_generator_quality(ckpts, tmp_path):
     assert res["figure"].endswith("mini_generator_samples.png")
 
     # the same real set on both sides: FID exactly 0 (up to rounding); batch size does not change any number
-    same = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu",
+    same = generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu",
                                real_seeds=(5, 5), figure=False)
     assert same["fid_real_vs_real"] == pytest.approx(0.0, abs=1e-6)
     assert same["fid_gen_vs_real"] != res["fid_gen_vs_real"]  # a different real set A
-    again = Q.generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu", figure=False)
+    again = generator_quality(ckpts["g"], ckpts["oracle"], n=N, seed=0, batch=7, device="cpu", figure=False)
     assert again["fid_gen_vs_real"] == pytest.approx(res["fid_gen_vs_real"], rel=1e-5)
     assert again["frequencies"] == res["frequencies"]
 
-    rep = Q.write_report(res, record_manifest=True)
+    rep = write_report(res, record_manifest=True)
     assert rep["md"].endswith("mini_quality_generator.md") and rep["manifest"] == {ckpts["g"]: None}
     md = open(rep["md"]).read()
     assert "fid_oracle" in md and "## Protocol" in md and "noise floor" in md and "eye_color" in md
@@ -143,30 +150,30 @@ def test_content_fidelity_separates_drawing_from_reading():
     read_g, read_render = truth.clone(), truth.clone()
     read_g[2, i] = 1  # G drew green eyes as blue
     read_render[3, i] = 2  # the oracle reads grey eyes as green
-    fid = Q.content_fidelity(truth, read_g, read_render)["eye_color"]
+    fid = content_fidelity(truth, read_g, read_render)["eye_color"]
     assert fid["g"] == 0.75 and fid["render"] == 0.75 and fid["values"][:2] == ["brown", "blue"]
     assert fid["confusion_g"][2] == [0, 1, 0, 0] and fid["confusion_render"][3] == [0, 0, 1, 0]
 
 
 def test_generator_sweep_compares_checkpoints_on_one_protocol(ckpts, tmp_path):
-    sweep = Q.generator_sweep([ckpts["g"], ckpts["g2"]], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu")
+    sweep = generator_sweep([ckpts["g"], ckpts["g2"]], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu")
     assert sweep["target"] == "sweep" and [r["checkpoints"]["generator"] for r in sweep["runs"]] == \
         [ckpts["g"], ckpts["g2"]]
-    single = Q.generator_quality(ckpts["g2"], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu", figure=False)
+    single = generator_quality(ckpts["g2"], ckpts["oracle"], n=N, seed=1, batch=10, device="cpu", figure=False)
     assert sweep["runs"][1]["fid_gen_vs_real"] == pytest.approx(single["fid_gen_vs_real"], rel=1e-5)
     assert sweep["runs"][0]["fid_real_vs_real"] == pytest.approx(single["fid_real_vs_real"], rel=1e-9)
     assert not (tmp_path / "figures" / "mini" / "mini_generator_samples.png").exists()
-    rep = Q.write_report(sweep)
+    rep = write_report(sweep)
     md = open(rep["md"]).read()
     assert rep["md"].endswith("mini_quality_generator_sweep.md")
     assert md.count("g2.pt") >= 2 and "worst factor" in md and "validation seed 1" in md
     with pytest.raises(ValueError):
-        Q.generator_sweep([], ckpts["oracle"], n=N)
+        generator_sweep([], ckpts["oracle"], n=N)
 
 
 def test_encoder_quality(ckpts, tmp_path):
     encs = {k: ckpts[k] for k in Q.ENCODER_KINDS}
-    res = Q.encoder_quality(encoders=encs, g_ckpt=ckpts["g"], oracle=ckpts["oracle"], n=N, seed=3, batch=10,
+    res = encoder_quality(encoders=encs, g_ckpt=ckpts["g"], oracle=ckpts["oracle"], n=N, seed=3, batch=10,
                             device="cpu")
     assert res["target"] == "encoders" and set(res["kinds"]) == set(Q.ENCODER_KINDS)
     assert res["seeds"]["heldout"] == Q.protocol_seeds(3)["heldout"]
@@ -186,15 +193,15 @@ def test_encoder_quality(ckpts, tmp_path):
     assert (w, h) == (2 * (8 * 66 + 2), 2 * (4 * 66 + 2))  # 8 columns, 4 rows of 64 px + 2 px gutters, x2
 
     # a different generator than the one the encoders were built with is reported as such
-    other = Q.encoder_quality(kinds=("w",), encoders=encs, g_ckpt=ckpts["g2"], oracle=ckpts["oracle"], n=8,
+    other = encoder_quality(kinds=("w",), encoders=encs, g_ckpt=ckpts["g2"], oracle=ckpts["oracle"], n=8,
                               batch=8, device="cpu", figure=False)
     assert other["kinds"]["w"]["decoder_matches_g"] is False
-    rep = Q.write_report(res)
+    rep = write_report(res)
     assert "oracle ceiling" in open(rep["md"]).read()
 
 
 def test_drift_quality_of_g_against_itself_and_another(ckpts):
-    res = Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=N, seed=0, style="anime", batch=10,
+    res = drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=N, seed=0, style="anime", batch=10,
                           device="cpu")
     assert res["agreement"]["mean_all"] == 1.0
     assert all(v == 1.0 for v in res["agreement_per_factor"].values())
@@ -206,7 +213,7 @@ def test_drift_quality_of_g_against_itself_and_another(ckpts):
         m = res["confusion"][f.name]
         assert sum(map(sum, m)) == N and sum(m[j][j] for j in range(len(m))) == N
         assert sum(res["frequencies_style_set"][f.name]) == pytest.approx(1.0)
-    diff = Q.drift_quality(ckpts["g"], ckpts["g2"], ckpts["oracle"], n=N, style="anime", batch=10, device="cpu",
+    diff = drift_quality(ckpts["g"], ckpts["g2"], ckpts["oracle"], n=N, style="anime", batch=10, device="cpu",
                            figure="drift_other")
     assert set(diff["agreement_per_factor"]) == {f.name for f in FACTORS}
     assert diff["figure"].endswith("drift_other.png")
@@ -215,10 +222,10 @@ def test_drift_quality_of_g_against_itself_and_another(ckpts):
         assert [sum(r) / N for r in m] == pytest.approx(diff["frequencies_g"][f.name])
         assert [sum(r[j] for r in m) / N for j in range(len(m))] == pytest.approx(diff["frequencies_g_prime"][f.name])
         assert sum(m[j][j] for j in range(len(m))) / N == pytest.approx(diff["agreement_per_factor"][f.name])
-    md = open(Q.write_report(diff, "drift_other")["md"]).read()
+    md = open(write_report(diff, "drift_other")["md"]).read()
     assert "Which way each categorical factor drifts" in md and "style set" in md
     with pytest.raises(ValueError, match="unknown style"):
-        Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=4, style="pixel", device="cpu")
+        drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=4, style="pixel", device="cpu")
 
 
 def test_pair_faithfulness_reads_every_level_against_the_true_content(ckpts, tmp_path):
@@ -232,7 +239,7 @@ def test_pair_faithfulness_reads_every_level_against_the_true_content(ckpts, tmp
     torch.save({"wplus": torch.zeros(6, 10, 64), "level": 3, "style": s.half(),
                 "pseudo_real": world.render(world.sample_content(6, seed=99), "real", 64).half()},
                tmp_path / "pairs_level3.pt")
-    res = Q.pair_faithfulness("impasto", tmp_path, levels=(1, 2, 3), oracle=ckpts["oracle"], batch=4, device="cpu")
+    res = pair_faithfulness("impasto", tmp_path, levels=(1, 2, 3), oracle=ckpts["oracle"], batch=4, device="cpu")
     assert list(res["agreement"]) == ["S (the style images)", "ideal P (S's content rendered real)", "P1", "P3"]
     assert res["n"] == 6 and set(res["files"]) == {"P1", "P3"}  # level 2 has no file: skipped
     # P1 holds exactly the ideal images: the same reading, the same numbers
@@ -243,21 +250,21 @@ def test_pair_faithfulness_reads_every_level_against_the_true_content(ckpts, tmp
             assert sum(map(sum, m)) == 6
             assert [sum(r) / 6 for r in m] == pytest.approx(res["frequencies_truth"][f])
             assert [sum(r[j] for r in m) / 6 for j in range(len(m))] == pytest.approx(res["frequencies"][lab][f])
-    md = open(Q.write_report(res)["md"]).read()
+    md = open(write_report(res)["md"]).read()
     assert md.startswith("# Pseudo-pair faithfulness: impasto") and "| P3 |" in md
     # pairs made from other style images are refused, and a folder without pairs says how to make them
     torch.save({"wplus": torch.zeros(6, 10, 64), "style": -s.half(), "pseudo_real": ideal.half()},
                tmp_path / "pairs_level2.pt")
     with pytest.raises(ValueError, match="not made from world.style_dataset"):
-        Q.pair_faithfulness("impasto", tmp_path, oracle=ckpts["oracle"], device="cpu")
+        pair_faithfulness("impasto", tmp_path, oracle=ckpts["oracle"], device="cpu")
     with pytest.raises(FileNotFoundError, match="facestyle pairs --style impasto"):
-        Q.pair_faithfulness("impasto", tmp_path / "none", oracle=ckpts["oracle"], device="cpu")
+        pair_faithfulness("impasto", tmp_path / "none", oracle=ckpts["oracle"], device="cpu")
 
 
 def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
     from facestyle.world import DOMAINS
 
-    res = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
+    res = oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu")
     assert list(res["accuracy"]) == list(DOMAINS) and res["seeds"]["oracle"] == Q.protocol_seeds(0)["oracle"]
     for dom in DOMAINS:
         assert 0 <= res["domain_accuracy"][dom] <= 1
@@ -272,18 +279,18 @@ def test_oracle_quality_reads_the_same_contents_in_every_domain(ckpts):
                 assert (r is None) == (sum(m[j]) == 0) and (r is None or r == pytest.approx(m[j][j] / sum(m[j])))
         cats = [f.name for f in FACTORS if f.kind == "categorical"]
         assert res["mean"][dom]["categorical"] == pytest.approx(sum(res["accuracy"][dom][f] for f in cats) / len(cats))
-    again = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=7, device="cpu")
+    again = oracle_quality(ckpts["oracle"], n=N, seed=0, batch=7, device="cpu")
     assert again["accuracy"] == res["accuracy"]  # the batch size changes nothing
-    md = open(Q.write_report(res)["md"]).read()
+    md = open(write_report(res)["md"]).read()
     assert md.startswith("# Oracle reading per domain") and "Values read back less than 80%" in md
     assert "| glasses | none |" in md and "## Recall per categorical value" in md and "blurred" not in md
     # blurred renders: the same contents read after a Gaussian blur; the report says so
-    soft = Q.oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu", blur=1.5)
+    soft = oracle_quality(ckpts["oracle"], n=N, seed=0, batch=10, device="cpu", blur=1.5)
     assert soft["blur"] == 1.5 and res["blur"] == 0.0
     assert soft["confusion"] != res["confusion"] or soft["domain_accuracy"] != res["domain_accuracy"]
-    assert "renders blurred with sigma 1.5 px" in open(Q.write_report(soft, "oracle_blur_test")["md"]).read()
+    assert "renders blurred with sigma 1.5 px" in open(write_report(soft, "oracle_blur_test")["md"]).read()
     with pytest.raises(ValueError, match="crisp"):
-        Q.main(["oracle", "--blur", "1", "--record-manifest", "--oracle", ckpts["oracle"], "--n", "4",
+        cli_quality.main(["oracle", "--blur", "1", "--record-manifest", "--oracle", ckpts["oracle"], "--n", "4",
                 "--device", "cpu"])
 
 
@@ -292,9 +299,9 @@ def test_record_manifest_merges_into_existing_quality(ckpts):
 
     manifest.MANIFEST_PATH.write_text(json.dumps({"files": {"mini-style-anime": {
         "file": "x.pt", "quality": {"keep": 1}}}}))
-    res = Q.drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=8, style="anime", batch=8, device="cpu",
+    res = drift_quality(ckpts["g"], ckpts["g"], ckpts["oracle"], n=8, style="anime", batch=8, device="cpu",
                           figure=False)
-    out = Q.write_report(res, "drift_test", record_manifest=True, command="facestyle quality drift",
+    out = write_report(res, "drift_test", record_manifest=True, command="facestyle quality drift",
                          manifest_names={ckpts["g"]: "mini-style-anime"})
     assert out["manifest"] == {ckpts["g"]: "mini-style-anime"}
     q = manifest.read()["files"]["mini-style-anime"]["quality"]
@@ -307,7 +314,7 @@ def test_cli_parser_and_run(ckpts, capsys):
     import argparse
 
     p = argparse.ArgumentParser()
-    Q.add_arguments(p)
+    cli_quality.add_arguments(p)
     p.set_defaults(func="parent")
     a = p.parse_args(["encoders", "--encoder", "w=a.pt", "--encoder", "zplus=b.pt", "--kinds", "w", "zplus"])
     assert a.quality_target == "encoders" and dict(a.encoder) == {"w": "a.pt", "zplus": "b.pt"}
@@ -316,7 +323,7 @@ def test_cli_parser_and_run(ckpts, capsys):
         p.parse_args(["encoders", "--encoder", "v=a.pt"])
     with pytest.raises(SystemExit):
         p.parse_args(["drift", "--style", "anime"])  # --finetuned is required
-    assert Q.main(["drift", "--ckpt", ckpts["g"], "--finetuned", ckpts["g"], "--style", "cartoon", "--oracle",
+    assert cli_quality.main(["drift", "--ckpt", ckpts["g"], "--finetuned", ckpts["g"], "--style", "cartoon", "--oracle",
                    ckpts["oracle"], "--n", "8", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["agreement"]["mean_all"] == 1.0 and out["report"].endswith("mini_quality_drift_cartoon.md")

@@ -7,6 +7,7 @@ import torch
 
 from facestyle import hub
 from facestyle.eval import study
+from facestyle.eval.shift import latent_shift
 from facestyle.nn.judges import IdentityNet
 
 
@@ -81,12 +82,10 @@ def test_latent_shift_steps_are_their_own_runs(settings):
     """The shift study's G' at step t is t iterations even when the ablation's run of the same variant has gone
     further, and a rerun reuses the kept steps."""
     study.finetune_variant("cartoon", "baseline", settings)  # the ablation's run, at settings.iters = 2
-    shift = study.latent_shift("cartoon", settings, variants=("baseline",), steps=(0, 1, 2), n_samples=2,
-                               n_latents=8)
+    shift = latent_shift("cartoon", settings, variants=("baseline",), steps=(0, 1, 2), n_samples=2, n_latents=8)
     sd = shift["variants"]["baseline (G*)"]["semantic_distance"]
     assert sd[0] == pytest.approx(0.0, abs=1e-5) and sd[1] > 0 and sd[1] != sd[2]
-    again = study.latent_shift("cartoon", settings, variants=("baseline",), steps=(0, 1, 2), n_samples=2,
-                               n_latents=8)
+    again = latent_shift("cartoon", settings, variants=("baseline",), steps=(0, 1, 2), n_samples=2, n_latents=8)
     assert again["variants"]["baseline (G*)"]["semantic_distance"] == sd
 
 

@@ -26,7 +26,6 @@ accuracy at least 95%, diversity at least 0.9.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from ..utils import atomic_write, get_device, repo_relative
 from ..world import DOMAINS, FACTORS, render, sample_content
 
 __all__ = ["SENSITIVITY_CHANGES", "factor_sensitivity", "factor_sensitivity_report", "GEOMETRY", "KEEP_TOLERANCE", "KEEP_SEED_BASE", "TARGETS", "score", "diversity", "keep_quality",
-           "write_keep_report", "add_arguments", "main_from_args"]
+           "write_keep_report"]
 
 GEOMETRY = ("face_width", "jaw", "yaw", "tilt", "hair_style", "beard", "smile", "glasses")
 KEEP_TOLERANCE = 0.15
@@ -238,9 +237,11 @@ def _changed(content: torch.Tensor, name: str, delta: float | None) -> torch.Ten
 
 @torch.no_grad()
 def factor_sensitivity(lpips_model, id_model=None, domains: Sequence[str] = ("real", "cartoon"), n: int = 64,
-                       seed: int = 0, size: int = 64) -> dict:
+                       seed: int = 0, size: int = 64, lpips_size: int | None = None) -> dict:
     """Mean distance between renders before and after one factor changes, under the training LPIPS (and the
     identity distance when ``id_model`` is given), with pixel L1 for scale: ``{domain: {factor: {...}}}``.
+    Renders are ``size`` px (the generator's, as G and G' make them); the LPIPS compares them resized to
+    ``lpips_size`` (default ``size``), as the finetune's ``lpips_size`` does; the identity net stays at ``size``.
     The content seed is the keep protocol's held-out range plus 5,000,000."""
     from ..nn.perceptual import identity_distance, lpips_distance
 
@@ -252,7 +253,7 @@ def factor_sensitivity(lpips_model, id_model=None, domains: Sequence[str] = ("re
         rows = {}
         for name, delta in SENSITIVITY_CHANGES:
             y = render(_changed(base, name, delta), dom, size=size, seed=h)
-            r = {"lpips": float(lpips_distance(x, y, lpips_model, size).mean()),
+            r = {"lpips": float(lpips_distance(x, y, lpips_model, lpips_size or size).mean()),
                  "l1": float((x - y).abs().mean())}
             if id_model is not None:
                 r["id"] = float(identity_distance(x, y, id_model, size).mean())
@@ -262,14 +263,15 @@ def factor_sensitivity(lpips_model, id_model=None, domains: Sequence[str] = ("re
 
 
 def factor_sensitivity_report(lpips_weights: Any = None, profile: str = "mini", device: Any = "cpu",
-                              n: int = 64) -> dict:
+                              n: int = 64, size: int | None = None) -> dict:
     """:func:`factor_sensitivity` of the seeded-backbone LPIPS beside a trained backbone (``lpips_weights``: a
-    hub name, a path, or a module with AlexNet ``features``), both with the lpips package's AlexNet heads."""
-    from ..nn.perceptual import build_lpips
+    hub name, a path, or a module with AlexNet ``features``), both with the lpips package's AlexNet heads, compared
+    at ``size`` px (default the generator's)."""
+    from ..hub import build_lpips
 
     prof = get_profile(profile)
     seeded = build_lpips("alex", prof, device, backbone="seeded")
-    res = {"seeded": factor_sensitivity(seeded, n=n, size=prof.generator.size)}
+    res = {"seeded": factor_sensitivity(seeded, n=n, size=prof.generator.size, lpips_size=size)}
     if lpips_weights is not None:
         if hasattr(lpips_weights, "features"):
             trained = build_lpips("alex", prof, device, backbone="seeded")
@@ -279,7 +281,7 @@ def factor_sensitivity_report(lpips_weights: Any = None, profile: str = "mini", 
                 v.copy_(sd[f"{idx}.{leaf}"])
         else:
             trained = build_lpips("alex", prof, device, backbone="pretrained", weights=lpips_weights)
-        res["trained"] = factor_sensitivity(trained, n=n, size=prof.generator.size)
+        res["trained"] = factor_sensitivity(trained, n=n, size=prof.generator.size, lpips_size=size)
     return res
 
 
@@ -346,72 +348,3 @@ def write_keep_report(res: dict, name: str | None = None, command: str | None = 
         json.dump({**res, "command": command}, fh, indent=1)
         fh.write("\n")
     return {"md": str(md), "json": str(js)}
-
-
-def _style_map(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise argparse.ArgumentTypeError(f"expected STYLE=CHECKPOINT, got {it!r}")
-        k, v = it.split("=", 1)
-        out[check_style(k)] = v
-    return out
-
-
-def add_arguments(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--style", default="all", help="a style, a comma-separated list, or all (default)")
-    q.add_argument("--mode", choices=MODES, default="general")
-    q.add_argument("--layer", type=int, default=None,
-                   help="native mixing row for multimodal / reference (default: the profile's last mix layer)")
-    q.add_argument("--generator", action="append", default=[], metavar="STYLE=CKPT",
-                   help="G' per style (repeatable; default the shipped mini-style-<style>)")
-    q.add_argument("--baseline", action="append", default=[], metavar="STYLE=CKPT",
-                   help="G* per style (default runs/study/<profile>-finetune-<style>-baseline when present)")
-    q.add_argument("--no-baseline", action="store_true", help="skip the baseline rows")
-    q.add_argument("--psi", type=float, default=None, help="truncation override (default: the profile's per style)")
-    q.add_argument("--n", type=int, default=500)
-    q.add_argument("--seed", type=int, default=0, help="held-out content seed offset (inputs use 70,000,000 + seed)")
-    q.add_argument("--oracle", default="mini-oracle")
-    q.add_argument("--batch", type=int, default=100)
-    q.add_argument("--device", default="auto")
-    q.add_argument("--profile", default="mini")
-    q.add_argument("--name", default=None, help="report name under figures/<profile>/ (no extension)")
-    q.add_argument("--threads", type=int, default=0)
-
-
-def add_sensitivity_arguments(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--lpips", action="append", default=[], metavar="FILE",
-                   help="a trained AlexNet backbone (lpips-backbone file) to compare with the seeded one; repeatable")
-    q.add_argument("--n", type=int, default=64)
-    q.add_argument("--profile", default="mini")
-    q.add_argument("--threads", type=int, default=0)
-
-
-def sensitivity_main(args) -> int:
-    """Print the factor-sensitivity table (markdown) of the seeded LPIPS and each ``--lpips`` backbone."""
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    nets = {"seeded": factor_sensitivity_report(None, args.profile, n=args.n)["seeded"]}
-    for f in args.lpips:
-        nets[Path(f).parent.name or f] = factor_sensitivity_report(f, args.profile, n=args.n)["trained"]
-    doms = list(next(iter(nets.values())))
-    head = [f"{d}: {k}" for d in doms for k in nets]
-    lines = ["| factor changed | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for name, _ in SENSITIVITY_CHANGES:
-        lines.append(f"| {name} | " + " | ".join(f"{nets[k][d][name]['lpips']:.4f}" for d in doms for k in nets)
-                     + " |")
-    print("\n".join(lines))
-    return 0
-
-
-def main_from_args(args) -> int:
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    styles = list(STYLES) if args.style == "all" else [s.strip() for s in args.style.split(",") if s.strip()]
-    res = keep_quality(styles, generators=_style_map(args.generator), baselines=_style_map(args.baseline),
-                       mode=args.mode, layer=args.layer, n=args.n, seed=args.seed, psi=args.psi,
-                       oracle=args.oracle, batch=args.batch, device=args.device, profile=args.profile,
-                       baseline=not args.no_baseline)
-    paths = write_keep_report(res, args.name)
-    print(Path(paths["md"]).read_text())
-    return 0

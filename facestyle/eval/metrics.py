@@ -292,7 +292,8 @@ def semantic_distance(g: nn.Module, g_prime: nn.Module, ws: torch.Tensor | None 
     Returns ``{"semantic_distance", "lpips", "id", "lambda_id", "n", "size"}`` (means; with
     ``return_per_sample`` also ``"per_sample_lpips"`` / ``"per_sample_id"`` tensors). ``SD(G, G) = 0``.
     """
-    from ..nn.perceptual import build_identity, build_lpips, identity_distance, lpips_distance
+    from ..hub import build_identity, build_lpips
+    from ..nn.perceptual import identity_distance, lpips_distance
 
     prof = get_profile(profile)
     lam = prof.lambda_id if lambda_id is None else float(lambda_id)

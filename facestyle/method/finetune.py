@@ -41,7 +41,6 @@ checkpoint loadable with :func:`facestyle.hub.load_generator`, whose meta holds 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import time
@@ -57,13 +56,13 @@ from ..config import check_style, get_profile
 from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
 from ..nn.train_ops import discriminator_step, ema_update
-from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
 from ..utils import get_device, repo_relative
 from .latents import to_wplus
 from .losses import LossModels, adversarial_g_loss, paired_loss, semantic_loss, total_loss
 
 __all__ = ["VARIANTS", "FinetuneConfig", "FinetuneResult", "finetune", "load_pairs", "load_style_folder",
-           "snapshot_samples", "add_arguments", "main_from_args"]
+           "snapshot_samples", "export"]
 
 # Paper Table 4: which terms of Eq. 3 each ablation variant uses, as (semantic, paired).
 VARIANTS = {"baseline": (False, False), "sc": (True, False), "pc": (False, True), "sc_pc": (True, True)}
@@ -71,7 +70,8 @@ NOISE_MODES = ("const", "shared")
 # Fields that must not change when a run resumes (anything else, e.g. iters, may be extended).
 # What makes a saved state a different finetune (iters is not here: a larger count extends a finished run).
 _RESUME_KEYS = ("profile", "style", "variant", "generator", "batch", "noise", "freeze_mapping", "pairs", "lr",
-                "r1_gamma", "lambda_sem", "lambda_paired", "lambda_id", "augment", "freeze_d", "lpips")
+                "r1_gamma", "lambda_sem", "lambda_paired", "lambda_id", "augment", "freeze_d", "freeze_g", "lpips",
+                "lpips_size")
 
 
 def _base_type(annotation: Any) -> str:
@@ -127,6 +127,12 @@ class FinetuneConfig:
     # to everything D sees (facestyle.method.augment), and the number of D's first blocks kept frozen (FreezeD).
     augment: str = ""
     freeze_d: int = 0
+    # Number of G''s first synthesis layers kept frozen (the constant input and the StyledConvs from 4 px up,
+    # with their style affines; the ToRGB layers stay trainable). Not in the paper: a measured remedy for the
+    # geometry G' loses (the coarse rows carry pose and shape, see docs/faithful-stylization.md).
+    freeze_g: int = 0
+    # Resolution of the LPIPS terms (Eq. 1, Eq. 2); None: the profile's lpips_size (or loss_size).
+    lpips_size: int | None = None
     # The LPIPS of Eq. 1 and Eq. 2: None = the profile's lpips_train_net (a hub name or path may name another
     # backbone, e.g. the mini profile's self-supervised one).
     lpips: str | None = None
@@ -329,6 +335,18 @@ def _meta(cfg: FinetuneConfig, step: int, wall: float, pair_level, n_pairs: int,
             "saved_weights": "G' EMA" if cfg.ema_half_life_imgs > 0 else "G' (no EMA)"}
 
 
+def freeze_synthesis_layers(g: nn.Module, n: int) -> list[nn.Module]:
+    """Stop gradients into the first ``n`` synthesis layers of ``g`` (conv1, then convs[0], convs[1], ...) and,
+    when ``n > 0``, the constant input; returns the frozen layers."""
+    layers = [g.conv1, *g.convs]
+    if not 0 <= int(n) <= len(layers):
+        raise ValueError(f"freeze_g={n}: the generator has {len(layers)} synthesis layers")
+    frozen = ([g.input] if n else []) + layers[:int(n)]
+    for m in frozen:
+        m.requires_grad_(False)
+    return frozen
+
+
 def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels | None = None, *,
              style_images: torch.Tensor | None = None, pairs: dict | str | None = None) -> FinetuneResult:
     """Finetune G into G' with the objective of ``cfg.variant`` (paper Eq. 3 / Table 4); resumable.
@@ -358,6 +376,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
         p.requires_grad_(True)
     if cfg.freeze_mapping:
         g_prime.style.requires_grad_(False)
+    freeze_synthesis_layers(g_prime, cfg.freeze_g)
     g_ema = copy.deepcopy(g).eval()
     d = hub.load_discriminator(cfg.discriminator or cfg.generator, device, expected_size=g.size,
                                requires_grad=True).train()
@@ -388,6 +407,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             lossmodels = LossModels.build(prof, device, lpips=True, identity=cfg.uses_semantic,
                                           identity_ckpt=cfg.identity, lpips_weights=cfg.lpips)
         lossmodels.need(lpips=True, identity=cfg.uses_semantic and cfg.lambda_id > 0).to(device)
+        if cfg.lpips_size:
+            lossmodels = dataclasses.replace(lossmodels, lpips_size=int(cfg.lpips_size))
     lambda_id = cfg.lambda_id
 
     # Optimisers: StyleGAN2's lazy-R1 rescaling keeps D's effective lr/betas those of eager R1.
@@ -489,13 +510,13 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                 with torch.no_grad():
                     ref = synth(g, z, noise)  # G(z): same z, same noise maps
                 l_sem, sem_parts = semantic_loss(ref, fake, lossmodels.lpips, lossmodels.identity, lambda_id,
-                                                 lossmodels.size)
+                                                 lossmodels.size, lpips_size=lossmodels.lpips_size)
                 rec["sem_lpips"], rec["sem_id"] = sem_parts["lpips"].item(), sem_parts["id"].item()
             if cfg.uses_paired:
                 j = torch.randint(len(pair_data["wplus"]), (cfg.batch,), generator=pair_rng)
                 # Pairs are fixed (code, image) associations, so G'(w+) is rendered with the deterministic maps.
                 out_p = g_prime.synthesis(pair_data["wplus"][j].to(device), noise_mode="const")
-                l_paired = paired_loss(out_p, pair_data["style"][j].to(device), lossmodels.lpips, lossmodels.size)
+                l_paired = paired_loss(out_p, pair_data["style"][j].to(device), lossmodels.lpips, lossmodels.lpips_at)
             parts = total_loss(l_adv, l_sem, l_paired, lambda_sem=cfg.lambda_sem, lambda_paired=cfg.lambda_paired)
             if cfg.grad_norm_every and step % cfg.grad_norm_every == 0:
                 rec.update(_grad_norms(g_params, {"adv": l_adv, "sem": l_sem, "paired": l_paired},
@@ -538,13 +559,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# command line (wired into facestyle.cli by the lead as `facestyle finetune`)
+# shipping a finished G' (`facestyle finetune --export`, facestyle.cli.finetune)
 # --------------------------------------------------------------------------------------------------------------
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p, FinetuneConfig)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to <out>/log.jsonl)")
-
 
 def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig, command: str | None = None) -> Path:
     """Copy a finished G' to ``export_path`` in float16; recorded in the mini manifest when shipped there, with
@@ -558,12 +574,3 @@ def export(path: str | Path, export_path: str | Path, cfg: FinetuneConfig, comma
     record_if_shipped(name, dest, command=command, iterations=ck["meta"].get("iters"),
                       wall_s=ck["meta"].get("wall_s"), variant=cfg.variant, pair_level=ck["meta"].get("pair_level"))
     return dest
-
-
-def main_from_args(args) -> int:
-    cfg = config_from_args(FinetuneConfig, args)
-    result = finetune(cfg, progress=not getattr(args, "no_progress", False))  # SIGINT: saves, exits 130
-    print(result.path)
-    if getattr(args, "export", None):
-        print(export(result.path, args.export, result.config))
-    return 0

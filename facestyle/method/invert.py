@@ -40,7 +40,6 @@ Choices (the paper and [9] leave them open or get them wrong; all recorded in ev
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -56,13 +55,13 @@ import torch.nn as nn
 
 from .. import hub
 from ..nn.perceptual import lpips_features, lpips_to_features, resize_for_loss
-from ..utils import atomic_torch_save, get_device
+from ..utils import atomic_torch_save
 
 SPACES = ("v", "w", "wplus", "zplus")
 
 __all__ = ["SPACES", "sefa_basis", "conv_modulation_weights", "noise_regularize", "noise_normalize_", "get_lr",
            "InvertSettings", "InversionResult", "invert_v", "image_digest", "tensor_digest", "model_hash",
-           "EmbeddingCache", "add_arguments", "main_from_args"]
+           "EmbeddingCache", "load_images"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -519,7 +518,7 @@ class EmbeddingCache:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# command line: `facestyle embed-ref IMAGES... --style S` (wired into facestyle.cli by the lead)
+# reference image files (`facestyle embed-ref IMAGES...`, facestyle.cli.invert)
 # --------------------------------------------------------------------------------------------------------------
 
 def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
@@ -527,61 +526,3 @@ def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
     from ..images import load_files
 
     return load_files(paths, size, what="reference image")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``facestyle embed-ref`` (all of them; the subcommand needs no common options)."""
-    p.add_argument("images", nargs="+", help="reference image files (aligned portraits)")
-    p.add_argument("--profile", default="mini", help="mini or ffhq")
-    p.add_argument("--style", default="cartoon", help="style whose generator G' the references are embedded into")
-    p.add_argument("--generator", default=None,
-                   help="G' checkpoint (hub name or path); default: the profile's style generator for --style")
-    p.add_argument("--iters", type=int, default=None, help="optimisation steps (default: profile.invert_iters)")
-    p.add_argument("--lr", type=float, default=None, help="peak Adam lr (default: profile.invert_lr)")
-    p.add_argument("--noise-reg", type=float, default=1e5, help="weight of the noise regulariser")
-    p.add_argument("--latent-noise", type=float, default=0.05, help="StyleGAN2 projector latent noise (0 = off)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default: $FACESTYLE_HOME/embeddings)")
-    p.add_argument("--out", default=None, help="also write {'w', 'v', 'files', ...} for these images to this file")
-    p.add_argument("--figure", default=None,
-                   help="reconstruction grid (default figures/<profile>/embed_ref_<style>.png; 'none' = skip)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-
-
-def main_from_args(args) -> int:
-    from ..config import check_style, get_profile
-    from ..runs import resolve_path, set_threads
-    from ..viz import figure_path, save_grid
-    from .losses import LossModels
-
-    prof = get_profile(args.profile)
-    if args.generator is None:  # a style of one's own needs its G' given explicitly
-        check_style(args.style)
-    set_threads(args.threads)
-    dev = get_device(args.device)
-    g = hub.load_generator(args.generator or prof.style_generator_ckpt.format(style=args.style), dev,
-                           expected_size=prof.generator.size).g_ema
-    images = load_images(args.images, g.size)
-    models = LossModels.build(prof, dev, lpips=True, identity=False)
-    cache = EmbeddingCache(args.cache_dir)
-    res = cache.get_or_invert(images, g, models.lpips, batch=args.batch, progress=not args.no_progress,
-                              iters=args.iters if args.iters is not None else prof.invert_iters,
-                              lr=args.lr if args.lr is not None else prof.invert_lr, noise_reg=args.noise_reg,
-                              latent_noise=args.latent_noise, size=prof.loss_size)
-    print(f"{len(images)} reference(s): {cache.hits} from cache, {cache.inverted} inverted; "
-          f"LPIPS {', '.join(f'{x:.4f}' for x in res.lpips.tolist())}")
-    if args.out:
-        out = resolve_path(args.out)
-        atomic_torch_save({"w": res.w, "v": res.v, "files": [str(p) for p in args.images], "lpips": res.lpips,
-                           "settings": res.settings, "style": args.style, "model_sha256": model_hash(g)}, out)
-        print(out)
-    if (args.figure or "").lower() != "none":
-        with torch.no_grad():
-            rec = g.synthesis(res.w.to(dev), noise=[n.to(dev) for n in res.noises]).cpu()
-        path = resolve_path(args.figure) if args.figure else figure_path(prof.name, f"embed_ref_{args.style}.png")
-        # Top row the references, bottom row G'(v @ E): what the embedding reproduces.
-        print(save_grid(torch.cat([resize_for_loss(images, g.size), rec]), path, nrow=len(images),
-                        scale=max(1, 256 // g.size)))
-    return 0

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Profile, get_profile
-from ..nn.perceptual import build_identity, build_train_lpips, identity_distance, lpips_distance
+from ..hub import build_identity, build_train_lpips
+from ..nn.perceptual import identity_distance, lpips_distance
 from ..nn.train_ops import r1_penalty  # the one R1 implementation in the repo (StyleGAN2 form)
 
 __all__ = ["LossModels", "semantic_loss", "paired_loss", "adversarial_g_loss", "adversarial_d_loss",
@@ -45,6 +46,14 @@ class LossModels:
     identity: nn.Module | None
     size: int
     lambda_id: float
+    # The LPIPS terms' own resolution when it differs from ``size`` (the profile's ``lpips_size``): the mini
+    # profile compares its AlexNet at 256 px, where a 64 px portrait's pose and shape span the receptive fields,
+    # while the identity net stays at the 64 px it was trained on.
+    lpips_size: int | None = None
+
+    @property
+    def lpips_at(self) -> int:
+        return int(self.lpips_size or self.size)
 
     @classmethod
     def build(cls, profile: str | Profile = "mini", device: Any = "auto", *, lpips: bool = True,
@@ -60,7 +69,8 @@ class LossModels:
         prof = get_profile(profile) if not isinstance(profile, Profile) else profile
         lp = build_train_lpips(prof, device, weights=lpips_weights, download=download) if lpips else None
         ident = build_identity(prof, device, ckpt=identity_ckpt, download=download) if identity else None
-        return cls(lpips=lp, identity=ident, size=int(prof.loss_size), lambda_id=float(prof.lambda_id))
+        return cls(lpips=lp, identity=ident, size=int(prof.loss_size), lambda_id=float(prof.lambda_id),
+                   lpips_size=prof.lpips_size)
 
     def to(self, device) -> "LossModels":
         for name in ("lpips", "identity"):
@@ -79,7 +89,8 @@ class LossModels:
 
 
 def semantic_loss(img_a: torch.Tensor, img_b: torch.Tensor, lpips_model: nn.Module, id_model: nn.Module | None,
-                  lambda_id: float, size: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  lambda_id: float, size: int | None, *, lpips_size: int | None = None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Paper Eq. 1: ``L_sem(G(z), G'(z)) = L_LPIPS(G(z), G'(z)) + lambda_ID * L_ID(G(z), G'(z))``.
 
     ``img_a`` = G(z) from the frozen pretrained generator, ``img_b`` = G'(z) from the generator being finetuned
@@ -90,7 +101,7 @@ def semantic_loss(img_a: torch.Tensor, img_b: torch.Tensor, lpips_model: nn.Modu
     Returns ``(loss, parts)``: the batch-mean scalar and ``{"lpips": ..., "id": ...}`` (batch means, still
     attached to the graph; call ``.item()`` to log them).
     """
-    l_lpips = lpips_distance(img_a, img_b, lpips_model, size).mean()
+    l_lpips = lpips_distance(img_a, img_b, lpips_model, lpips_size or size).mean()
     if id_model is not None and lambda_id:
         l_id = identity_distance(img_a, img_b, id_model, size).mean()
     else:
@@ -159,7 +170,8 @@ def semantic_distance(g: nn.Module, g_prime: nn.Module, z: torch.Tensor, models:
         zb = z[i:i + batch].to(dev)
         a = g.synthesis(g.mapping(zb), noise_mode=noise_mode)
         b = g_prime.synthesis(g_prime.mapping(zb), noise_mode=noise_mode)
-        loss, parts = semantic_loss(a, b, models.lpips, models.identity, models.lambda_id, models.size)
+        loss, parts = semantic_loss(a, b, models.lpips, models.identity, models.lambda_id, models.size,
+                                    lpips_size=models.lpips_size)
         n = len(zb)
         tot["sem"] += loss.item() * n
         tot["lpips"] += parts["lpips"].item() * n

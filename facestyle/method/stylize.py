@@ -71,7 +71,7 @@ def make_invert_fn(profile: str | Profile = "mini", device: Any = "auto", *, cac
             raise RuntimeError(f"reference images need the V-space inversion of facestyle.method.invert ({exc}); "
                                f"pass precomputed W codes with ref_codes= instead") from exc
         if held["lpips"] is None:
-            from ..nn.perceptual import build_train_lpips
+            from ..hub import build_train_lpips
             held["lpips"] = build_train_lpips(prof, dev)
         cache = EmbeddingCache(cache_dir)
         res = cache.get_or_invert(images, g, held["lpips"], batch=batch, progress=progress, **opts)

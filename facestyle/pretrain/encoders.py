@@ -10,7 +10,6 @@ Loss = multiscale L1(G(E(x)), x) on all images + ``latent_weight`` * MSE(latent)
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 
@@ -22,7 +21,7 @@ from ..nn.encoders import PSP, build_encoder
 from ..utils import get_device
 from .generator import multiscale_l1
 from ..manifest import record_if_shipped
-from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
 
 
 @dataclass
@@ -120,15 +119,3 @@ def export(psp: PSP, cfg: EncoderTrainConfig, path, meta: dict | None = None) ->
                               half=True, decoder_ckpt=cfg.generator, meta={"train_config": asdict(cfg), **(meta or {})})
     state = torch.load(resolve_path(cfg.out.format(kind=cfg.kind)) / "state.pt", weights_only=True)
     record_if_shipped(f"mini-encoder-{cfg.kind}", out, iterations=state["step"], wall_s=round(state["wall_s"]))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p, EncoderTrainConfig, skip=('kind',))
-
-
-def main_from_args(args) -> int:
-    cfg = config_from_args(EncoderTrainConfig, args)
-    psp = train(cfg)
-    if args.export:
-        export(psp, cfg, args.export)
-    return 0

@@ -21,7 +21,6 @@ committed snapshot.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from .. import world
 from ..config import get_profile
 from ..utils import get_device
 from ..manifest import record_if_shipped
-from ..runs import Checkpointer, JsonlLog, add_config_arguments, config_from_args, resolve_path, set_threads
+from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
 
 
 @dataclass
@@ -341,15 +340,3 @@ def export_generator(state_path, out_path, profile="mini"):
     path = save_shippable(g, d, resolve_path(out_path), meta)
     record_if_shipped(get_profile(profile).generator_ckpt, path, iterations=state["step"],
                       wall_s=round(state.get("wall_s") or 0.0))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p, GeneratorTrainConfig, skip=())
-
-
-def main_from_args(args) -> int:
-    cfg = config_from_args(GeneratorTrainConfig, args)
-    train(cfg)
-    if args.export:
-        export_generator(resolve_path(cfg.out) / "state.pt", args.export, cfg.profile)
-    return 0

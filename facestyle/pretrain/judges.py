@@ -10,8 +10,6 @@ Both learn from renders with ground truth (``facestyle.world``). Images are rend
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -22,7 +20,7 @@ from .. import world
 from ..nn.judges import IDENTITY_FACTORS, IdentityNet, Oracle
 from ..utils import get_device
 from ..manifest import record_if_shipped
-from ..runs import add_config_arguments, config_from_args, resolve_path, set_threads, train_loop
+from ..runs import resolve_path, set_threads, train_loop
 
 
 @dataclass
@@ -256,18 +254,3 @@ def export(model: torch.nn.Module, cfg: JudgeTrainConfig, report: dict, path) ->
                           meta={"train_config": asdict(cfg), "report": report})
     state = torch.load(resolve_path(cfg.out.format(what=cfg.what)) / "state.pt", weights_only=True)
     record_if_shipped(f"mini-{kind}", out, iterations=state["step"], wall_s=round(state["wall_s"]), quality=report)
-
-
-def main_from_args(args) -> int:
-    cfg = config_from_args(JudgeTrainConfig, args)
-    model = train(cfg)
-    data = torch.load(resolve_path(cfg.out.format(what=cfg.what)) / "data.pt", weights_only=True)
-    report = (evaluate_oracle if cfg.what == "oracle" else evaluate_identity)(model, data["test"])
-    print(json.dumps(report, indent=1))
-    if args.export:
-        export(model, cfg, report, args.export)
-    return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p, JudgeTrainConfig, skip=('what',))
