@@ -81,8 +81,9 @@ class Profile:
     lpips_train_weights: str | None = None
     # Finetuning (section 4.1): Adam, batch 4, about 1000 iterations. The appendix (6.1) states one learning
     # rate, 0.02, for all of the paper's optimisations (pairs, finetuning, reference encoding); finetuning here
-    # keeps StyleGAN2's and Toonify's 0.002 (not measured at 0.02), and the pair optimisation uses 0.01, which
-    # converges like 0.02 (`facestyle bench --convergence STYLE --pair-lr 0.01,0.02`, docs/speed.md, "A higher learning rate").
+    # keeps StyleGAN2's and Toonify's 0.002 (not measured at 0.02), and the pair optimisation uses 0.01, with
+    # which every pair set and table was made; 0.02 ends 5% lower after 200 steps on 32 images
+    # (`facestyle bench --convergence STYLE --pair-lr 0.01,0.02`, docs/speed.md, "A higher learning rate").
     finetune_iters: int = 1000
     finetune_batch: int = 4
     finetune_lr: float = 0.002

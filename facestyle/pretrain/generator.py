@@ -72,7 +72,8 @@ class GeneratorTrainConfig:
     # Extra L1 on the iris pixels (mean over the pixels whose colour depends on the eye colour, see
     # eye_pixels), times this. The irises are a few dozen of 4096 pixels at 64 px, so in the image-mean L1
     # their colour is nearly free; the first oracle read G's eye colours as wrong, the shipped one finds them
-    # within 4.4 points (docs/mini-models.md, "How the oracle was chosen"). 0 is the recipe of the shipped G.
+    # within 4.4 points (docs/mini-models.md, "How the oracle was chosen"). The shipped G's second stage used 0.5
+    # (its command in manifest.json); 0 is the plain recipe.
     eye_weight: float = 0.0
     # The same for the earring pixels (factor_pixels of "earrings"): G leaves earrings off in 479 of 1270 samples
     # that should have them, as the shipped oracle reads them (renders: 3). 0: shipped.
