@@ -67,7 +67,8 @@ class Profile:
     lambda_id: float = 0.1
     r1_gamma: float = 10.0
     loss_size: int = 256  # images are resized to this before LPIPS / identity (Eq. 1)
-    # The training LPIPS's resolution when it is not loss_size (None: loss_size, as in the paper).
+    # The resolution of the finetune's LPIPS terms (Eq. 1, Eq. 2) when it is not loss_size (None: loss_size, as
+    # in the paper); the identity term, the pairs and the reference inversion stay at loss_size.
     lpips_size: int | None = None
     lpips_train_net: str = "vgg"
     lpips_eval_net: str = "alex"

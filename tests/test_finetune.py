@@ -304,3 +304,28 @@ def test_augment_freeze_d_and_gradient_norms_are_applied_and_logged(setup):
     assert hub.load_generator(res.path, device="cpu").meta["finetune_config"]["augment"] == "translation,cutout"
     with pytest.raises(ValueError, match="unknown augmentation"):
         ft.FinetuneConfig(augment="zoom").resolved()
+
+
+def test_freeze_g_keeps_the_coarse_layers_and_lpips_size_is_used(setup, monkeypatch):
+    """Issue #18's experiment knobs: --freeze-g N leaves G''s first N synthesis layers (and the constant input)
+    at G's weights while the rest trains; --lpips-size S resizes both LPIPS inputs to S px (the ID term keeps
+    loss_size)."""
+    seen = []
+    real = L.lpips_distance
+
+    def spy(a, b, model, size=None):
+        seen.append(size)
+        return real(a, b, model, size)
+
+    monkeypatch.setattr(L, "lpips_distance", spy)
+    cfg = _cfg(setup, "freeze-g", variant="sc", freeze_g=3, lpips_size=96, iters=2, ema_half_life_imgs=0.0)
+    res = ft.finetune(cfg, progress=False, lossmodels=setup["models"], style_images=setup["style"])
+    assert seen and set(seen) == {96}
+    g0 = setup["g"].state_dict()
+    g1 = hub.load_generator(res.path, device="cpu").g_ema.state_dict()
+    frozen = [k for k in g0 if k.startswith(("input.", "conv1.", "convs.0.", "convs.1."))]
+    trained = [k for k in g0 if k.startswith(("convs.2.", "convs.3.", "to_rgbs."))]
+    assert frozen and all(torch.equal(g1[k].float(), g0[k].float()) for k in frozen)
+    assert any(not torch.equal(g1[k].float(), g0[k].float()) for k in trained)
+    with pytest.raises(ValueError, match="synthesis layers"):
+        ft.freeze_synthesis_layers(setup["g"], 99)

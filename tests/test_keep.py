@@ -53,11 +53,15 @@ def test_factor_sensitivity_sees_every_change():
     res = keep.factor_sensitivity(lp, domains=("real",), n=4)
     assert set(res["real"]) == {name for name, _ in keep.SENSITIVITY_CHANGES}
     assert all(r["lpips"] > 0 and r["l1"] > 0 for r in res["real"].values())
+    # lpips_size: the same 64 px renders (same pixel L1), compared by the LPIPS at another resolution
+    big = keep.factor_sensitivity(lp, domains=("real",), n=4, lpips_size=128)
+    assert all(big["real"][k]["l1"] == res["real"][k]["l1"] for k in res["real"])
+    assert any(big["real"][k]["lpips"] != res["real"][k]["lpips"] for k in res["real"])
 
 
 def test_sensitivity_command_prints_one_row_per_change(capsys):
     from facestyle.cli import main
 
-    assert main(["quality", "sensitivity", "--n", "2"]) == 0
+    assert main(["quality", "sensitivity", "--n", "2", "--size", "96"]) == 0
     out = capsys.readouterr().out
     assert "real: seeded" in out and all(f"| {name} |" in out for name, _ in keep.SENSITIVITY_CHANGES)

@@ -16,6 +16,18 @@ def test_views_keep_shape_and_strong_colour_differs_from_mild():
         P.augment_views(x, torch.Generator(), "wild")
 
 
+def test_shift_zero_keeps_every_view_in_place():
+    x = -torch.ones(16, 3, 32, 32)
+    x[:, :, 9:12, 20:23] = 1.0  # a bright spot off-centre: where it lands shows the geometric warp
+
+    def spots(shift):
+        v = P.augment_views(x, torch.Generator().manual_seed(1), "mild", shift=shift).mean(1).flatten(1)
+        return set(v.argmax(1).tolist())
+
+    assert spots(0.0) <= {r * 32 + c for r in range(9, 12) for c in range(20, 23)}
+    assert len(spots(0.1)) > 3
+
+
 def test_train_export_and_load_as_the_training_lpips(tmp_path):
     from facestyle.method.losses import LossModels
     from facestyle.nn.perceptual import lpips_distance

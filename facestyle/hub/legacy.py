@@ -90,6 +90,15 @@ def _kernel_1d(k2d: torch.Tensor) -> tuple:
     return tuple(int(v) if float(v).is_integer() else v for v in k)
 
 
+def _blur_from(sd: dict, key: str) -> tuple:
+    """The 1-D blur kernel behind the 2-D buffer ``sd[key]``; StyleGAN2's (1, 3, 3, 1) when the file has none."""
+    kbuf = sd.get(key)
+    if kbuf is None or kbuf.ndim != 2:
+        return (1, 3, 3, 1)
+    blur = _kernel_1d(kbuf)
+    return (1, 3, 3, 1) if list(blur) == [1, 3, 3, 1] else blur
+
+
 def infer_generator_config(sd: dict, args: Any = None, hints: dict | None = None) -> GeneratorConfig:
     """Size, style_dim, n_mlp, channel table and blur kernel of a rosinality generator state dict.
 
@@ -111,12 +120,7 @@ def infer_generator_config(sd: dict, args: Any = None, hints: dict | None = None
             raise CheckpointError(f"not a complete StyleGAN2 generator: convs.{2 * k}.conv.weight is missing")
         channels[2 ** (k + 3)] = int(w.shape[1])
     cm = _match_cm(channels)
-    blur = (1, 3, 3, 1)
-    kbuf = sd.get("convs.0.conv.blur.kernel")
-    if kbuf is not None and kbuf.ndim == 2:
-        blur = _kernel_1d(kbuf)
-        if list(blur) == [1, 3, 3, 1]:
-            blur = (1, 3, 3, 1)
+    blur = _blur_from(sd, "convs.0.conv.blur.kernel")
     lr_mlp = float(hints.get("lr_mlp", _get(args, "lr_mlp", 0.01)) or 0.01)
     cfg = GeneratorConfig(size=size, style_dim=style_dim, n_mlp=len(style_ids),
                           channel_multiplier=cm if cm is not None else int(hints.get("channel_multiplier", 2) or 2),
@@ -154,12 +158,7 @@ def infer_discriminator_config(sd: dict) -> dict:
             raise CheckpointError(f"not a complete StyleGAN2 discriminator: convs.{j}.conv2.1.weight is missing")
         channels[2 ** (log_size - j)] = int(w.shape[0])
     cm = _match_cm(channels)
-    blur = (1, 3, 3, 1)
-    kbuf = sd.get("convs.1.conv2.0.kernel")
-    if kbuf is not None and kbuf.ndim == 2:
-        blur = _kernel_1d(kbuf)
-        if list(blur) == [1, 3, 3, 1]:
-            blur = (1, 3, 3, 1)
+    blur = _blur_from(sd, "convs.1.conv2.0.kernel")
     return {"size": size, "channel_multiplier": cm if cm is not None else 2,
             "channels": None if cm is not None else channels, "blur_kernel": blur}
 

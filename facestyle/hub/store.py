@@ -190,8 +190,8 @@ def record_first_use(name_or_path: str | os.PathLike, path: Path) -> None:
     data[name] = {"sha256": digest, "bytes": path.stat().st_size, "path": str(path),
                   "recorded": datetime.date.today().isoformat()}
     _write_pins(data)
-    print(f"facestyle.hub: '{name}' has no published sha256; pinned it to {digest} on first use "
-          f"({cache_dir() / _PINS}); a different file under this name will be refused", file=sys.stderr)
+    print(f"facestyle.hub: '{name}' pinned to sha256 {digest} on its first load ({cache_dir() / _PINS}); a "
+          f"different file under this name will be refused", file=sys.stderr)
 
 
 def forget(name: str) -> bool:
@@ -205,8 +205,10 @@ def forget(name: str) -> bool:
 
 
 def _report_unverified(e: Entry, path: Path, digest: str) -> None:
+    if e.name in pins():  # it matched its pin (a mismatch raised before this): nothing new to say
+        return
     print(f"facestyle.hub: {e.filename} has no registered sha256; computed sha256 = {digest} "
-          f"(recorded in {cache_dir() / _HASH_DB}; compare it with a trusted source)", file=sys.stderr)
+          f"(compare it with a trusted source; the first successful load pins it)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------------------------

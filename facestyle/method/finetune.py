@@ -128,8 +128,8 @@ class FinetuneConfig:
     augment: str = ""
     freeze_d: int = 0
     # Number of G''s first synthesis layers kept frozen (the constant input and the StyledConvs from 4 px up,
-    # with their style affines; the ToRGB layers stay trainable). Not in the paper: a measured remedy for the
-    # geometry G' loses (the coarse rows carry pose and shape, see docs/faithful-stylization.md).
+    # with their style affines; the ToRGB layers stay trainable). Not in the paper: tried against the geometry G'
+    # loses, since the coarse rows carry pose and shape; it kept no more of it (docs/faithful-stylization.md).
     freeze_g: int = 0
     # Resolution of the LPIPS terms (Eq. 1, Eq. 2); None: the profile's lpips_size (or loss_size).
     lpips_size: int | None = None

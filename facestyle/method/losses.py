@@ -46,9 +46,9 @@ class LossModels:
     identity: nn.Module | None
     size: int
     lambda_id: float
-    # The LPIPS terms' own resolution when it differs from ``size`` (the profile's ``lpips_size``): the mini
-    # profile compares its AlexNet at 256 px, where a 64 px portrait's pose and shape span the receptive fields,
-    # while the identity net stays at the 64 px it was trained on.
+    # The LPIPS terms' own resolution when it differs from ``size`` (the profile's or the finetune's
+    # ``lpips_size``): AlexNet sees a 64 px portrait's pose and shape only when it is resized to about 256 px
+    # (docs/faithful-stylization.md), while the mini identity net must stay at the 64 px it was trained on.
     lpips_size: int | None = None
 
     @property
@@ -95,7 +95,7 @@ def semantic_loss(img_a: torch.Tensor, img_b: torch.Tensor, lpips_model: nn.Modu
 
     ``img_a`` = G(z) from the frozen pretrained generator, ``img_b`` = G'(z) from the generator being finetuned
     (same z and the same noise maps, so any difference is drift of G'); both in [-1, 1], resized to ``size``
-    (the profile's ``loss_size``) before either distance. ``L_ID`` is ``1 - cos`` of identity embeddings.
+    (the profile's ``loss_size``) before either distance, or to ``lpips_size`` for the LPIPS when it is given. ``L_ID`` is ``1 - cos`` of identity embeddings.
     With ``id_model=None`` or ``lambda_id=0`` the ID term is left out (and reported as 0).
 
     Returns ``(loss, parts)``: the batch-mean scalar and ``{"lpips": ..., "id": ...}`` (batch means, still
