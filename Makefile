@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test bench notebooks slim-notebooks
+.PHONY: install install-test demo test bench gpu-check notebooks slim-notebooks
 
 # torch/torchvision pinned: these exact wheels are what we test on (an unpinned torch pulls a multi-GB build).
 # facenet-pytorch comes last and with --no-deps: its metadata pins torch<2.3 and numpy<2, yet it runs with
@@ -28,6 +28,11 @@ test: install-test
 
 bench:
 	$(PY) -m facestyle bench --size 256 --batch 16
+
+# The paper's setting timed on one CUDA GPU, random weights of the official shapes, no files or network needed
+# (sized for at most 8 minutes on one H100, not yet run on one; on a CPU it runs the 32 px rehearsal profile).
+gpu-check:
+	$(PY) -m facestyle gpu-check --json runs/gpu-check.json
 
 # Re-run every notebook in full mode and store its outputs (what a reader sees on GitHub).
 notebooks:

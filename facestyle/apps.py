@@ -76,7 +76,7 @@ def stylize_main(args) -> int:
         print(prof.photo_note, file=sys.stderr)
     size = prof.generator.size
     st = Stylizer(prof, args.style, device=args.device, generator=args.generator, encoder=args.encoder,
-                  base_generator=args.base_generator)
+                  base_generator=args.base_generator, precision=args.precision)
     out_dir = Path(args.out)
     paths = expand_inputs(args.inputs)
     refs = None
@@ -87,7 +87,8 @@ def stylize_main(args) -> int:
                      (aligned_faces(Path(r), size, False, args.device) if not args.aligned
                       else [_load_resized(Path(r), size)])]
         refs = pil_to_tensor(ref_faces)
-        invert_fn = make_invert_fn(prof, args.device, progress=True)
+        invert_fn = make_invert_fn(prof, args.device, progress=True,
+                                   **({} if args.ref_iters is None else {"iters": args.ref_iters}))
 
     def work(path):
         faces = aligned_faces(path, size, args.all_faces, args.device) if not args.aligned \
@@ -131,6 +132,8 @@ def add_stylize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", default="cartoon", help="cartoon, anime, fantasy, illustration or impasto")
     p.add_argument("--mode", choices=MODES, default="general")
     p.add_argument("--ref", nargs="*", default=None, help="reference portrait(s) for --mode reference")
+    p.add_argument("--ref-iters", type=int, default=None,
+                   help="steps of the reference embedding (default: profile.invert_iters; cached per setting)")
     p.add_argument("--layer", type=int, default=6, help="mixing layer in the paper's 18-row units (3, 6, 9, 12)")
     p.add_argument("--n-samples", type=int, default=4, help="outputs per input for --mode multimodal")
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned crops: skip detection")
@@ -140,3 +143,5 @@ def add_stylize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-generator", default=None, help="pretrained G (default: the profile's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: encoder and G' under bf16 autocast (GPUs with bf16 tensor cores)")

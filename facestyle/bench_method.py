@@ -28,6 +28,16 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def peak_memory_gb(dev: torch.device, reset: bool = True) -> float | None:
+    """Peak GPU memory allocated since the last reset, in GB (None off CUDA: no per-step counter there)."""
+    if dev.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(dev) / 1e9
+    if reset:
+        torch.cuda.reset_peak_memory_stats(dev)
+    return peak
+
+
 def _random_models(profile, dev, root: Path) -> dict:
     from . import hub
     from .nn.judges import IdentityNet
@@ -96,7 +106,9 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
             res = finetune(cfg, progress=progress, lossmodels=losses, style_images=style)
             return float(torch.load(res.out / "state.pt", weights_only=True)["wall_s"])
 
+        peak_memory_gb(dev)
         short, long = run_ft(2, "ft"), run_ft(2 + iters, "ft")
+        out["finetune_peak_gb"] = peak_memory_gb(dev)
         per_it = (long - short) / iters
         out["finetune_s_per_iter"] = per_it
         out["finetune_1000_iters_min"] = per_it * prof.finetune_iters / 60
@@ -111,6 +123,7 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
                progress=False, precision=pair_precision)
         _sync(dev)
         per_batch_it = (time.perf_counter() - t0) / iters
+        out["pairs_peak_gb"] = peak_memory_gb(dev)
         n_batches = math.ceil(n_style / pair_batch)
         out["pairs_s_per_batch_iter"] = per_batch_it
         out["pairs_precision"] = pair_precision
@@ -125,6 +138,7 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
         invert_v(refs, g, losses.lpips, iters=iters, batch=n_refs, size=prof.loss_size)  # as make_invert_fn
         _sync(dev)
         per_it = (time.perf_counter() - t0) / iters
+        out["reference_peak_gb"] = peak_memory_gb(dev)
         out["reference_s_per_iter"] = per_it
         out[f"reference_{n_refs}_images_s"] = per_it * prof.invert_iters
 

@@ -156,6 +156,15 @@ PROFILES = {
         style_generator_ckpt="ffhq-style-{style}",
     ),
 }
+# The paper's setting in everything but size, for CI and for a first run on a new machine: config-f's channel table,
+# an IR-SE50 pSp encoder, facenet's InceptionResnetV1, LPIPS-VGG and the FID Inception, with a 32 px generator and
+# 64 px loss and encoder inputs. It reads the ffhq profile's files by the same names, from the same places, so a
+# set of random-weight files in the official formats (facestyle.rehearsal.write_official_files) walks every path
+# the real files will; its numbers say nothing about quality.
+PROFILES["rehearsal"] = PROFILES["ffhq"].replace(
+    name="rehearsal", generator=GeneratorConfig(size=32), encoder=EncoderConfig(input_size=64), loss_size=64,
+    photo_note="note: the rehearsal profile runs the paper's architectures at 32 px on whatever weights it finds "
+               "under the ffhq names; it checks the pipeline, not the pictures.")
 
 
 def get_profile(name: str = "mini", **overrides) -> Profile:
@@ -173,7 +182,7 @@ def register_profile(prof: Profile) -> Profile:
     """Make ``prof`` known to :func:`get_profile` by its name, for this process: a variant of a built-in profile
     (e.g. the ffhq architecture at a reduced size, ``facestyle bench --method --reduced-size``) then runs every
     code path that looks profiles up by name. The built-in profiles cannot be replaced."""
-    if prof.name in ("mini", "ffhq"):
+    if prof.name in ("mini", "ffhq", "rehearsal"):
         raise ValueError(f"profile {prof.name!r} is built in: give the variant its own name")
     PROFILES[prof.name] = prof
     return prof

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facestyle",
         description="StyleGAN-based facial stylization with semantic preservation constraint and pseudo-paired "
-                    "supervision (Lu & Zhou). Model commands take --profile mini (default, CPU, offline) or ffhq.")
+                    "supervision (Lu & Zhou). Model commands take --profile mini (default, CPU, offline), ffhq "
+                    "(the paper's) or rehearsal (ffhq's architectures at 32 px).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in (misc, finetune, pairs, invert, study, quality, pretrain):
         group.register(sub)

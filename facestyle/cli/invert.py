@@ -9,7 +9,7 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``facestyle embed-ref`` (all of them; the subcommand needs no common options)."""
     p.add_argument("images", nargs="+", help="reference image files (aligned portraits)")
-    p.add_argument("--profile", default="mini", help="mini or ffhq")
+    p.add_argument("--profile", default="mini", help="mini, ffhq or rehearsal")
     p.add_argument("--style", default="cartoon", help="style whose generator G' the references are embedded into")
     p.add_argument("--generator", default=None,
                    help="G' checkpoint (hub name or path); default: the profile's style generator for --style")

@@ -81,6 +81,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def gpu_check_main(args) -> int:
+    from ..gpu_check import format_gpu_check, gpu_check, write_json
+
+    res = gpu_check(args.device, args.profile, progress=not args.no_progress)
+    print(format_gpu_check(res))
+    if args.json:
+        print(write_json(res, args.json))
+    return 0
+
+
 def register(sub) -> None:
     """Add demo, bench, hub, world, align and stylize to ``sub``, in the order ``facestyle --help`` lists them."""
     p = sub.add_parser("demo", help="stylize a set of portraits and write one figure (the main job)")
@@ -138,6 +148,13 @@ def register(sub) -> None:
                    help="write the style set of STYLE (images and content.pt) as a folder for --style-images")
     p.set_defaults(func=cmd_world)
 
+    p = sub.add_parser("gpu-check", help="time the ffhq profile on one GPU on random weights (on a CPU: the "
+                                         "rehearsal profile); one table and JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", default=None, help="default: ffhq on a GPU, rehearsal on a CPU")
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=gpu_check_main)
     p = sub.add_parser("align", help="FFHQ-aligned face crops from photos (MTCNN 5 points)")
     apps.add_align_arguments(p)
     p.set_defaults(func=apps.align_main)

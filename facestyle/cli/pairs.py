@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # The choices live beside the code that checks them; that module loads with the parser.
     from ..method.pairs import LEVEL3_SOURCES, PRECISIONS, SCHEDULES
 
-    p.add_argument("--profile", default="mini", help="mini or ffhq")
+    p.add_argument("--profile", default="mini", help="mini, ffhq or rehearsal")
     p.add_argument("--style", default="cartoon", help="cartoon, anime, fantasy, illustration or impasto")
     p.add_argument("--levels", default="1,2,3", help="comma-separated subset of 1,2,3 (paper Eq. 4, 5, 6)")
     p.add_argument("--g-star", default=None, help="G*, the unconstrained (variant baseline) finetune, for level 2; "
