@@ -103,19 +103,12 @@ def _torchvision_files(root: Path, seed: int) -> dict:
 
 
 def _inception_file(root: Path, seed: int) -> dict:
-    from .hub.inception import fid_inception_architecture  # noqa: F401  (helper pending)
+    from .hub.inception import fid_inception_architecture
 
     torch.manual_seed(seed + 40)
     path = root / get_entry("fid-inception").filename
     torch.save(fid_inception_architecture().state_dict(), path)
     return {"fid-inception": path}
-
-
-def _maybe_inception(root, seed):
-    try:
-        return _inception_file(root, seed)
-    except ImportError:
-        return {}
 
 
 def write_official_files(root: str | os.PathLike, profile: str = "rehearsal", *, seed: int = 0,
@@ -135,7 +128,7 @@ def write_official_files(root: str | os.PathLike, profile: str = "rehearsal", *,
         gen = _generator_files(prof, cache, seed)
         g, latent_avg = gen.pop("g"), gen.pop("latent_avg")
         files = {**gen, **_encoder_files(prof, g, latent_avg, cache, seed), **_facenet_file(prof, cache, seed),
-                 **_torchvision_files(root, seed), **_maybe_inception(root, seed)}
+                 **_torchvision_files(root, seed), **_inception_file(root, seed)}
     return files
 
 

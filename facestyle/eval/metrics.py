@@ -24,7 +24,8 @@ from ..world import DOMAINS, FACTORS
 
 __all__ = [
     "Metric", "METRICS", "list_metrics", "get_metric", "feature_stats", "frechet_distance",
-    "frechet_distance_from_stats", "fid_from_features", "oracle_features", "fid_oracle", "attribute_agreement",
+    "frechet_distance_from_stats", "fid_from_features", "oracle_features", "fid_oracle", "inception_features",
+    "fid_inception", "attribute_agreement",
     "semantic_latents", "semantic_distance", "ideal_distance", "style_accuracy", "category_frequencies",
     "frequency_gap", "results_table",
 ]
@@ -48,9 +49,10 @@ class Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid_oracle", "FID between generated and reference images in the mini oracle's 256-d penultimate "
            "feature space (Oracle.features), float64 statistics", ("mini",), False, "fid_oracle"),
-    Metric("fid_inception", "FID in the 2048-d pool3 space of the TF-ported FID Inception (pt_inception-2015-12-05, "
-           "hub 'fid-inception'); features supplied by the caller, statistics as fid_oracle", ("ffhq",), False,
-           "fid_from_features"),
+    Metric("fid_inception", "FID in the 2048-d pool3 space of the TF-ported FID Inception (pytorch-fid's "
+           "pt_inception-2015-12-05, hub 'fid-inception'; images in [-1, 1] resized to 299 px bilinearly), float64 "
+           "statistics as fid_oracle: the paper's FID (section 4.1, Tables 1, 4, 5)", ("ffhq",), False,
+           "fid_inception"),
     Metric("lpips_alex", "mean LPIPS-AlexNet (the profile's lpips_eval_net) between paired images resized to "
            "loss_size; mini uses the seeded random backbone", ("mini", "ffhq"), False, "lpips_distance"),
     Metric("id_distance", "mean 1 - cos of identity embeddings of paired images (facenet for ffhq, IdentityNet "
@@ -159,6 +161,21 @@ def fid_oracle(images: torch.Tensor, reference, oracle: nn.Module, batch: int = 
     if torch.is_tensor(reference) and reference.ndim == 4:
         reference = oracle_features(reference, oracle, batch)
     return fid_from_features(oracle_features(images, oracle, batch), reference)
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, net: nn.Module, batch: int = 50) -> torch.Tensor:
+    """pool3 features ``[N, 2048]`` (CPU float32) of images in [-1, 1] from the FID Inception
+    (:func:`facestyle.hub.load_fid_inception`)."""
+    dev = _device_of(net)
+    return torch.cat([net(images[i:i + batch].to(dev)).float().cpu() for i in range(0, len(images), batch)])
+
+
+def fid_inception(images: torch.Tensor, reference, net: nn.Module, batch: int = 50) -> float:
+    """``fid_inception``: the paper's FID; ``reference`` is images ``[M, 3, H, W]``, features or ``(mu, sigma)``."""
+    if torch.is_tensor(reference) and reference.ndim == 4:
+        reference = inception_features(reference, net, batch)
+    return fid_from_features(inception_features(images, net, batch), reference)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ hub.load_generator(...)``); each part lives in its own module:
   config inferred from the weights; the writers of those models' facestyle checkpoints; the mini judges.
 * :mod:`~facestyle.hub.psp` -- pSp encoders (:func:`load_psp`, :func:`save_psp_checkpoint`).
 * :mod:`~facestyle.hub.perceptual` -- the profile's LPIPS and identity networks built over resolved weights.
+* :mod:`~facestyle.hub.inception` -- pytorch-fid's FID Inception over a resolved, prefix-checked file.
 
 Module-level settings are read where they are used, so a test that redirects one patches that module:
 ``MINI_DIR`` / ``MANIFEST_PATH`` in :mod:`~facestyle.hub.registry`, ``urlopen`` / ``_fetch_url`` in
@@ -32,6 +33,7 @@ from .legacy import (  # noqa: F401
     LoadedGenerator, _check_state_dict, _mean_latent, build_discriminator, build_generator, default_channels,
     generator_config_of, infer_discriminator_config, infer_generator_config, load_discriminator, load_generator,
     load_identity, load_oracle, save_generator_checkpoint)
+from .inception import FIDInception, fid_inception_architecture, load_fid_inception  # noqa: F401
 from .perceptual import LPIPS_CKPT, build_identity, build_lpips, build_train_lpips, load_lpips_backbone  # noqa: F401
 from .psp import load_psp, save_psp_checkpoint  # noqa: F401
 from .registry import _ENTRIES, KINDS, MANIFEST_PATH, MINI_DIR, Entry, entries, get_entry  # noqa: F401

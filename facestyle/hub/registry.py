@@ -104,11 +104,12 @@ _register(Entry(
 _register(Entry(
     name="fid-inception", kind="inception", filename="pt_inception-2015-12-05-6726825d.pth",
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-    sha256=None, size_bytes=None, profile="ffhq", torch_cache=True,
+    sha256=None, sha256_prefix="6726825d", size_bytes=None, profile="ffhq", torch_cache=True,
     licence="pytorch-fid (Apache-2.0), port of TensorFlow's 2015-12-05 Inception graph",
     where="the pytorch-fid 'fid_weights' GitHub release (pytorch-fid fetches it into $TORCH_HOME/hub/checkpoints)",
-    note="FID Inception-v3 matching the TensorFlow reference. " + _NO_HASH_NOTE
-         + " The '6726825d' in its name follows the torch-hub convention but is not checked."))
+    note="FID Inception-v3 matching the TensorFlow reference (facestyle.hub.load_fid_inception). pytorch-fid "
+         "publishes the first 8 hex digits of its sha256 in the file name, torch-hub style; facestyle checks that "
+         "prefix (no full hash is published)."))
 # Encoders / style generators for the ffhq profile are produced by facestyle's own training (no public file).
 for _name, _kind, _file, _what in (
         ("psp-ffhq-encode-w", "encoder", "psp_ffhq_encode_w.pt", "the paper's W encoder (pSp variant)"),
