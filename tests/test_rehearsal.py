@@ -6,6 +6,8 @@ puts it, each command writes what the next one reads, a killed finetune resumes,
 line. Quality is not asserted: the weights are random.
 """
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ def world(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("FACESTYLE_HOME", str(root / "home"))
     mp.setenv("FACESTYLE_OFFLINE", "1")
+    mp.setenv("FACESTYLE_FIGURES", str(root / "figures"))
     files = rehearsal.write_official_files(root / "files", cache=hub.cache_dir())
     for k, v in rehearsal.files_environment(files).items():
         mp.setenv(k, v)
@@ -95,4 +98,12 @@ def test_the_ffhq_recipe_end_to_end(world, capsys):
                     "--generator", g_prime, *extra) == 0, mode
         made = [p for p in out.iterdir() if p.suffix == ".png"]
         assert made and all(Image.open(p).size[0] % SIZE == 0 for p in made), (mode, made)
+
+    # the paper's metrics (section 4.1): Table 4's semantic distance and FID, Table 1's FID and Perc. on the photo
+    assert _run("eval", "files", "--profile", "rehearsal", "--style", "cartoon", "--g-prime", g_prime,
+                "--style-images", style, "--photos", aligned[0], "--n", 4, "--name", "rehearsal_metrics") == 0
+    rows = json.loads((Path(os.environ["FACESTYLE_FIGURES"]) / "rehearsal" / "rehearsal_metrics.json")
+                      .read_text())["rows"]
+    for key in ("semantic_distance", "fid_inception", "fid_inception_stylized", "lpips_in_out", "id_distance"):
+        assert math.isfinite(rows[0][key]) and rows[0][key] >= 0, key
     capsys.readouterr()
