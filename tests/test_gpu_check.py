@@ -15,11 +15,13 @@ def test_gpu_check_runs_on_cpu_at_the_rehearsal_size(single_thread, tmp_path, ca
     r = json.loads(out.read_text())
     assert r["profile"] == "rehearsal" and r["generator_size"] == 32
     for key in ("stylize_fp32_batch1_images_per_s", "stylize_bf16_batch2_images_per_s", "finetune_s_per_iter",
-                "pairs_s_per_batch_iter", "reference_s_per_iter", *H100_TARGETS):
+                "pairs_s_per_batch_iter", "reference_s_per_iter", "finetune_1000_iters_min", "pairs_317_images_min",
+                "reference_16_images_s"):
         assert math.isfinite(r[key]) and r[key] > 0, key
     # bf16 autocast gives close but not identical pictures; the line says how close
     assert 0 < r["bf16_vs_fp32_max_abs"] < 1 and r["bf16_vs_fp32_psnr_db"] > 20
-    assert set(r["targets"]) == set(H100_TARGETS)
+    # the CPU run has no batch of 32, so that target is left out rather than compared
+    assert set(r["targets"]) == set(H100_TARGETS) - {"stylize_bf16_batch32_images_per_s"}
     for word in ("stylize fp32, batch 1", "finetune +SC&PC, batch 4", "pairs level 2", "reference embedding",
                  "correctness: bf16 against fp32"):
         assert word in printed, word

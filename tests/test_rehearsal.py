@@ -100,8 +100,11 @@ def test_the_ffhq_recipe_end_to_end(world, capsys):
         assert made and all(Image.open(p).size[0] % SIZE == 0 for p in made), (mode, made)
 
     # the paper's metrics (section 4.1): Table 4's semantic distance and FID, Table 1's FID and Perc. on the photo
+    mirrored = root / "aligned_mirrored.png"  # a second photo: FID needs two images for a covariance
+    Image.open(aligned[0]).transpose(Image.FLIP_LEFT_RIGHT).save(mirrored)
     assert _run("eval", "files", "--profile", "rehearsal", "--style", "cartoon", "--g-prime", g_prime,
-                "--style-images", style, "--photos", aligned[0], "--n", 4, "--name", "rehearsal_metrics") == 0
+                "--style-images", style, "--photos", aligned[0], mirrored, "--n", 4, "--name",
+                "rehearsal_metrics") == 0
     rows = json.loads((Path(os.environ["FACESTYLE_FIGURES"]) / "rehearsal" / "rehearsal_metrics.json")
                       .read_text())["rows"]
     for key in ("semantic_distance", "fid_inception", "fid_inception_stylized", "lpips_in_out", "id_distance"):

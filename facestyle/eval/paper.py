@@ -61,7 +61,9 @@ def paper_metrics(g_prime: str | os.PathLike, style_images: str | os.PathLike, *
         y = st.general(x).clamp(-1, 1).cpu()
         out.update(
             n_photos=len(x),
-            fid_inception_stylized=M.fid_from_features(M.inception_features(y, inception, batch), ref_feats),
+            # a covariance needs two images at least; with one, FID has no value
+            fid_inception_stylized=(M.fid_from_features(M.inception_features(y, inception, batch), ref_feats)
+                                    if len(y) >= 2 else None),
             lpips_in_out=float(lpips_distance(x.to(dev), y.to(dev), lp).mean()),
             id_distance=float(identity_distance(x.to(dev), y.to(dev), ident).mean()))
     return out
