@@ -14,7 +14,6 @@ written into the facestyle cache under their official file names, where ``facest
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -140,9 +139,3 @@ def files_environment(files: dict[str, Path]) -> dict[str, str]:
         if e.sha256 or e.sha256_prefix:
             env[e.env_var] = str(path)
     return env
-
-
-def rehearsal_profile(size: int | None = None):
-    """The rehearsal profile, or the same at another generator ``size``."""
-    prof = get_profile("rehearsal")
-    return prof if size is None else prof.replace(generator=dataclasses.replace(prof.generator, size=int(size)))
