@@ -131,6 +131,14 @@ PROFILES = {
                     "--profile ffhq with the official checkpoints (facestyle hub list --profile ffhq)."),
         lpips_backbone="seeded",
         lpips_train_net="alex",  # VGG LPIPS costs ~5 s per batch of 32 at 64 px on a 2-core CPU; alex ~10x less
+        # The mini world has no ImageNet: its training LPIPS stands on an AlexNet trained self-supervised on renders
+        # of all six domains (never on the oracle's labels), compared on 64 px images resized up, because at 64 px
+        # AlexNet's deepest maps are 1-3 cells wide and miss a turned head; with these, Eq. 1 needs 5x the paper's
+        # weight to hold pose and shape. 192 px rather than the paper's 256: at 256 px 1000 steps take 13 min on
+        # the 2-core CPU, over the 10-minute budget (docs/faithful-stylization.md, rows F-Q).
+        lpips_train_weights="mini-lpips-alexnet",
+        lpips_size=192,
+        lambda_sem=5.0,
         # StyleGAN2's (and Toonify's) 10, not the ADA heuristic 0.0002 * res^2 / batch = 0.2: with 0.2 the
         # cartoon discriminator wins within a few hundred steps (D loss 0.27, adversarial term ~3.3 against
         # semantic 0.2 + paired 0.08) and even +SC&PC collapses to one face (oracle agreement 47.7%); with 10,

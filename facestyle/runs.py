@@ -154,6 +154,12 @@ class Checkpointer:
             print(f"stopped: state saved to {self.path}; rerun the same command to resume")
             raise Interrupted(self.path)
 
+    def skip(self) -> None:
+        """What a rank that does not write does when the others save: restart the clock, honour a stop."""
+        self._last = time.monotonic()
+        if self.stop_requested:
+            raise Interrupted(self.path)
+
     def load(self) -> dict | None:
         """Latest full state, else the committed snapshot, else None (fresh start)."""
         for p, compact in ((self.path, False), (self.snapshot, True)):

@@ -14,10 +14,11 @@ PKG = Path(facestyle.__file__).parent
 # What each layer must not import (facestyle sub-packages / modules, by their first name under facestyle).
 FORBIDDEN = {
     "nn": {"hub", "config", "method", "eval", "cli", "apps", "pretrain", "world", "runs", "manifest", "demo",
-           "notebook", "explorer", "bench", "bench_method"},
+           "distributed", "notebook", "explorer", "bench", "bench_method"},
     "method": {"eval", "cli", "apps", "pretrain", "demo", "notebook", "explorer", "bench", "bench_method"},
     "eval": {"cli", "apps", "pretrain", "demo", "notebook", "explorer"},
     "runs": {"method", "eval", "cli", "apps", "pretrain", "nn", "world"},
+    "distributed": {"method", "eval", "cli", "apps", "pretrain", "nn", "world", "hub", "config", "runs"},
     "manifest": {"method", "eval", "cli", "apps", "pretrain", "nn", "world"},
     "images": {"method", "eval", "cli", "apps", "pretrain", "nn", "world", "hub", "config"},
     "hub": {"method", "eval", "cli", "apps", "pretrain", "demo", "notebook", "explorer", "bench", "bench_method"},

@@ -24,7 +24,12 @@ def main_from_args(args) -> int:
     from ..runs import config_from_args
 
     cfg = config_from_args(FinetuneConfig, args)
+    from ..distributed import ranks, shutdown
+
     result = finetune(cfg, progress=not getattr(args, "no_progress", False))  # SIGINT: saves, exits 130
+    if not ranks().main:  # under torchrun: rank 0 reports and exports
+        shutdown()
+        return 0
     print(result.path)
     if getattr(args, "export", None):
         print(export(result.path, args.export, result.config))

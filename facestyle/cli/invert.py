@@ -36,14 +36,16 @@ def main_from_args(args) -> int:
     from ..method.losses import LossModels
     from ..nn.perceptual import resize_for_loss
     from ..runs import resolve_path, set_threads
-    from ..utils import atomic_torch_save, get_device
+    from ..utils import atomic_torch_save
     from ..viz import figure_path, save_grid
 
     prof = get_profile(args.profile)
     if args.generator is None:  # a style of one's own needs its G' given explicitly
         check_style(args.style)
+    from ..distributed import init
+
     set_threads(args.threads)
-    dev = get_device(args.device)
+    ranks, dev = init(args.device)  # under torchrun: join the ranks; the references are shared out among them
     g = hub.load_generator(args.generator or prof.style_generator_ckpt.format(style=args.style), dev,
                            expected_size=prof.generator.size).g_ema
     images = load_images(args.images, g.size)
@@ -53,6 +55,8 @@ def main_from_args(args) -> int:
                               iters=args.iters if args.iters is not None else prof.invert_iters,
                               lr=args.lr if args.lr is not None else prof.invert_lr, noise_reg=args.noise_reg,
                               latent_noise=args.latent_noise, size=prof.loss_size)
+    if not ranks.main:
+        return 0
     print(f"{len(images)} reference(s): {cache.hits} from cache, {cache.inverted} inverted; "
           f"LPIPS {', '.join(f'{x:.4f}' for x in res.lpips.tolist())}")
     if args.out:

@@ -44,14 +44,19 @@ def main_from_args(args) -> int:
     from ..method.pairs import make_pairs
     from ..runs import set_threads
 
+    from ..distributed import init
+
     set_threads(args.threads)
     prof = get_profile(args.profile)
+    ranks, device = init(args.device)  # under torchrun: join the ranks; level 2 is shared out among them
     res = make_pairs(args.style, prof, args.levels, style_dir=args.style_images, n=args.n,
                      g=args.generator, g_star=args.g_star, zplus_psp=args.zplus_encoder,
                      wplus_psp=args.wplus_encoder, identity_ckpt=args.identity, iters=args.iters, lr=args.lr,
-                     batch=args.batch, level3_source=args.level3_source, out_dir=args.out, device=args.device,
+                     batch=args.batch, level3_source=args.level3_source, out_dir=args.out, device=device,
                      progress=not args.no_progress, figure=not args.no_figure, precision=args.precision,
                      schedule=args.schedule)
+    if not ranks.main:
+        return 0
     for k, lvl in res.levels.items():
         extra = ""
         if k == 2:

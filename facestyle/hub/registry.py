@@ -129,8 +129,8 @@ _MINI = [("mini-stylegan2-64", "stylegan2", "64 px StyleGAN2 trained on the mini
          ("mini-encoder-zplus", "encoder", "mini Z+ encoder"),
          ("mini-identity", "identity", "mini identity embedding network"),
          ("mini-oracle", "oracle", "mini-world attribute oracle"),
-         ("mini-lpips-alexnet", "lpips-backbone", "self-supervised AlexNet for the mini training LPIPS (experimental, "
-                                                  "finetune --lpips mini-lpips-alexnet)"),
+         ("mini-lpips-alexnet", "lpips-backbone", "self-supervised AlexNet under the mini profile's training LPIPS "
+                                                  "(Eq. 1, Eq. 2, pairs, reference inversion)"),
          *[(f"mini-style-{s}", "stylegan2", f"mini generator finetuned to the {s} style") for s in STYLES]]
 for _name, _kind, _what in _MINI:
     _register(Entry(

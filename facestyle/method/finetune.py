@@ -34,7 +34,8 @@ here). Choices the paper leaves open, made here and recorded in the output's met
   from G's encoders and mapping network (sections 3.2-3.3), so truncation is centred on G's W.
 * Path-length regularisation is not used (the paper does not mention it; 1000 steps barely move it).
 
-Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.runs`): the full state
+Under ``torchrun`` the ranks share the global batch and average their gradients (:mod:`facestyle.distributed`,
+docs/distributed.md): N ranks take the steps of one process. Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.runs`): the full state
 (G', G'_ema, D, both optimisers, step, RNGs) lives in ``<out>/state.pt``; rerunning the same command continues,
 and a larger ``iters`` extends a finished run. The result is ``<out>/generator.pt``, a facestyle ``stylegan2``
 checkpoint loadable with :func:`facestyle.hub.load_generator`, whose meta holds the full finetune config.
@@ -51,13 +52,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .. import distributed as dist
 from .. import hub
 from ..config import check_style, get_profile
 from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
 from ..nn.train_ops import discriminator_step, ema_update
 from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
-from ..utils import get_device, repo_relative
+from ..utils import repo_relative
 from .latents import to_wplus
 from .losses import LossModels, adversarial_g_loss, paired_loss, semantic_loss, total_loss
 
@@ -167,6 +169,9 @@ class FinetuneConfig:
                     "r1_gamma": prof.r1_gamma, "lambda_sem": prof.lambda_sem, "lambda_paired": prof.lambda_paired,
                     "lambda_id": prof.lambda_id, "generator": prof.generator_ckpt, "identity": prof.identity_ckpt,
                     "out": f"runs/{prof.name}-finetune-{self.style}-{self.variant}"}
+        if VARIANTS.get(self.variant, (False, False)) != (False, False):
+            # Recorded, so that a state made under another profile recipe is not resumed as if it were this one.
+            defaults.update(lpips_size=prof.lpips_size or prof.loss_size, lpips=prof.lpips_train_weights)
         out = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
         from .augment import parse_policy
 
@@ -327,8 +332,8 @@ def _check_resume(saved: dict, cfg: FinetuneConfig, path: Path) -> None:
 
 
 def _meta(cfg: FinetuneConfig, step: int, wall: float, pair_level, n_pairs: int, n_style: int, gen_path,
-          parts: dict) -> dict:
-    return {"finetune_config": asdict(cfg), "variant": cfg.variant, "pair_level": pair_level, "style": cfg.style,
+          parts: dict, world: int = 1) -> dict:
+    return {"finetune_config": asdict(cfg), "ranks": world, "variant": cfg.variant, "pair_level": pair_level, "style": cfg.style,
             "iters": step, "profile": cfg.profile, "wall_s": round(wall, 1), "n_pairs": n_pairs,
             "n_style_images": n_style, "pretrained_generator": str(gen_path), "final_loss_parts": parts,
             "latent_avg_source": "pretrained G (codes for G' come from G's encoders and mapping network)",
@@ -364,7 +369,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
         cfg = dataclasses.replace(cfg, pairs="<in-memory>" if isinstance(pairs, dict) else str(pairs))
     prof = get_profile(cfg.profile)
     set_threads(cfg.threads)
-    device = get_device(cfg.device)
+    # Under torchrun: join the ranks, each on its own device; cfg.batch stays the global batch (module docstring).
+    ranks, device = dist.init(cfg.device)
+    part = dist.local_slice(cfg.batch, ranks)
     out = resolve_path(cfg.out)
 
     # Models: G frozen (the reference of Eq. 1), G' and D initialised from the pretrained weights.
@@ -388,6 +395,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     from .augment import diff_augment, parse_policy
 
     policy = parse_policy(cfg.augment)
+
+    def sync_d() -> None:
+        dist.average_gradients(d.parameters(), ranks)
 
     def critic(x: torch.Tensor) -> torch.Tensor:
         return d(diff_augment(x, policy)) if policy else d(x)
@@ -446,7 +456,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             pair_rng.set_state(state["pair_rng"])
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        if progress:
+        if progress and ranks.main:
             print(f"{'reusing finished' if step == cfg.iters else 'resumed'} {repo_relative(out)} at step {step}")
     else:
         torch.manual_seed(cfg.seed)
@@ -465,7 +475,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     samples: list[Path] = []
 
     def maybe_sample(force: bool = False) -> None:
-        if cfg.sample_every > 0 and (force or step % cfg.sample_every == 0):
+        if ranks.main and cfg.sample_every > 0 and (force or step % cfg.sample_every == 0):
             path = out / f"samples_{step:06d}.png"
             samples.append(snapshot_samples(g, g_ema, sample_z, path))
 
@@ -480,16 +490,19 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     if step == 0:
         maybe_sample()
     ckpt.install_signal_handlers()
-    bar = tqdm(total=cfg.iters, initial=min(step, cfg.iters), disable=not progress,
+    bar = tqdm(total=cfg.iters, initial=min(step, cfg.iters), disable=not progress or not ranks.main,
                desc=f"finetune {cfg.style} {cfg.variant}")
     try:
         while step < cfg.iters:
             t0 = time.perf_counter()
             rec: dict[str, float] = {}
-            # Draw on the CPU so a seed gives the same run on every device.
-            z = torch.randn(cfg.batch, g.style_dim).to(device)
-            real = style_set[torch.randint(len(style_set), (cfg.batch,))].to(device)
+            # Draw on the CPU so a seed gives the same run on every device. Every rank draws the whole global
+            # batch from the same stream and keeps its part, so N ranks see what one process sees.
+            z = torch.randn(cfg.batch, g.style_dim)[part].to(device)
+            real = style_set[torch.randint(len(style_set), (cfg.batch,))[part]].to(device)
             noise = make_noise(cfg.batch)
+            if noise is not None:
+                noise = [n[part] for n in noise]
 
             # ---- discriminator: L_adv on style images vs current G'(z), lazy R1 ----
             for p in d.parameters():
@@ -499,7 +512,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             with torch.no_grad():
                 fake = synth(g_prime, z, noise)
             rec.update(discriminator_step(critic, d_opt, real, fake, step=step, r1_every=cfg.r1_every,
-                                          r1_gamma=cfg.r1_gamma))
+                                          r1_gamma=cfg.r1_gamma, sync=sync_d if ranks.active else None))
 
             # ---- generator: Eq. 3 with the variant's terms ----
             d.requires_grad_(False)  # D is only a critic here: no parameter gradients needed
@@ -513,7 +526,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                                                  lossmodels.size, lpips_size=lossmodels.lpips_size)
                 rec["sem_lpips"], rec["sem_id"] = sem_parts["lpips"].item(), sem_parts["id"].item()
             if cfg.uses_paired:
-                j = torch.randint(len(pair_data["wplus"]), (cfg.batch,), generator=pair_rng)
+                j = torch.randint(len(pair_data["wplus"]), (cfg.batch,), generator=pair_rng)[part]
                 # Pairs are fixed (code, image) associations, so G'(w+) is rendered with the deterministic maps.
                 out_p = g_prime.synthesis(pair_data["wplus"][j].to(device), noise_mode="const")
                 l_paired = paired_loss(out_p, pair_data["style"][j].to(device), lossmodels.lpips, lossmodels.lpips_at)
@@ -523,6 +536,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                                        {"adv": 1.0, "sem": cfg.lambda_sem, "paired": cfg.lambda_paired}))
             g_opt.zero_grad(set_to_none=True)
             parts["total"].backward()
+            dist.average_gradients(g_params, ranks)
             g_opt.step()
             ema_update(g_ema, g_prime, _ema_beta(cfg, step))
             rec.update({k: v.item() for k, v in parts.items()})
@@ -531,7 +545,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             dt = time.perf_counter() - t0
             wall += dt
             rec["s_per_step"] = dt
-            logged = log.accumulate(step, cfg.log_every, force=step == cfg.iters, **rec)
+            logged = log.accumulate(step, cfg.log_every, force=step == cfg.iters, **rec) if ranks.main else None
             if logged is not None:
                 last_parts = logged
             bar.update(1)
@@ -540,20 +554,28 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                             **({"paired": f"{rec['paired']:.3f}"} if "paired" in rec else {}))
             if step < cfg.iters:
                 maybe_sample()
-            if ckpt.due() or step == cfg.iters:
+            if dist.any_rank(ckpt.due(), r=ranks) or step == cfg.iters:
                 # After SIGINT/SIGTERM this save raises loop.Interrupted (exit status 130): nothing below runs
-                # on a half-finished G', and rerunning the same command resumes from this state.
-                ckpt.save(snapshot_state())
+                # on a half-finished G', and rerunning the same command resumes from this state. The ranks
+                # hold the same state; rank 0 writes it, and a signal to any rank stops them all.
+                ckpt.stop_requested = dist.any_rank(ckpt.stop_requested, r=ranks)
+                if ranks.main:
+                    ckpt.save(snapshot_state())
+                else:
+                    ckpt.skip()
     finally:
         bar.close()
         ckpt.restore_signal_handlers()
 
-    if not ckpt.path.exists():  # iters=0: keep the invariant that a finished run has its state
-        ckpt.save(snapshot_state())
-    maybe_sample(force=True)
-    meta = _meta(cfg, step, wall, pair_level, 0 if pair_data is None else len(pair_data["wplus"]),
-                 len(style_set), loaded.path, last_parts)
-    path = hub.save_generator_checkpoint(out / "generator.pt", g_ema, latent_avg=latent_avg, meta=meta)
+    path = out / "generator.pt"
+    if ranks.main:
+        if not ckpt.path.exists():  # iters=0: keep the invariant that a finished run has its state
+            ckpt.save(snapshot_state())
+        maybe_sample(force=True)
+        meta = _meta(cfg, step, wall, pair_level, 0 if pair_data is None else len(pair_data["wplus"]),
+                     len(style_set), loaded.path, last_parts, world=ranks.world)
+        path = hub.save_generator_checkpoint(path, g_ema, latent_avg=latent_avg, meta=meta)
+    dist.barrier(ranks)  # every rank returns once the result is on disk
     return FinetuneResult(path=path, out=out, step=step, iters=cfg.iters, parts=last_parts, samples=samples,
                           log=log.path, config=cfg)
 

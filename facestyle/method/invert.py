@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 
 from .. import hub
+from ..distributed import gather, merge_by_index, ranks, shard
 from ..nn.perceptual import lpips_features, lpips_to_features, resize_for_loss
 from ..utils import atomic_torch_save
 
@@ -505,15 +506,25 @@ class EmbeddingCache:
         self.hits += len(found)
         self.misses += len(miss)
         if miss:
-            new = invert_v(images[miss], g, model, batch=batch, settings=s, progress=progress)
+            # Under torchrun each rank inverts every N-th batch of the misses, the batches one process would make,
+            # and the ranks swap results (facestyle.distributed); each rank stores the entries it made.
+            r = ranks()
+            chunks = [miss[a:a + batch] for a in range(0, len(miss), batch)]
+            mine = [i for c in shard(len(chunks), r) for i in chunks[c]]
+            made: dict[int, InversionResult] = {}
+            if mine:
+                new = invert_v(images[mine], g, model, batch=batch, settings=s, progress=progress and r.main)
+                for j, i in enumerate(mine):
+                    one = new.select([j])
+                    made[i] = one
+                    atomic_torch_save({"v": one.v, "w": one.w, "noises": one.noises, "lpips": one.lpips,
+                                       "lpips_start": one.lpips_start, "settings": one.settings,
+                                       "image_sha256": image_digest(images[i]), "model_sha256": g_hash},
+                                      self.path(keys[i], g_hash))
+            if r.active:
+                made = merge_by_index(gather(made, r))
             self.inverted += len(miss)
-            for j, i in enumerate(miss):
-                one = new.select([j])
-                found[i] = one
-                atomic_torch_save({"v": one.v, "w": one.w, "noises": one.noises, "lpips": one.lpips,
-                                   "lpips_start": one.lpips_start, "settings": one.settings,
-                                   "image_sha256": image_digest(images[i]), "model_sha256": g_hash},
-                                  self.path(keys[i], g_hash))
+            found.update(made)
         return InversionResult.cat([found[i] for i in range(len(images))])
 
 

@@ -50,6 +50,7 @@ import torch.nn as nn
 
 from .. import hub
 from ..config import Profile, check_style, get_profile
+from ..distributed import gather, merge_by_index, ranks, shard
 from ..nn.perceptual import (identity_distance, identity_embedding, identity_to_embedding, lpips_distance,
                               lpips_features, lpips_to_features, resize_for_loss)
 from ..utils import atomic_torch_save, get_device
@@ -279,13 +280,18 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     from ..utils import progress_bar as tqdm
 
     chunks = list(_chunks(len(z_init), batch))
-    zs, l0s, l1s = [], [], []
+    # Under torchrun each rank optimises every N-th batch and the ranks then swap results (facestyle.distributed):
+    # a batch's result depends only on its own inputs, so N ranks give what one process gives.
+    r = ranks()
+    mine = shard(len(chunks), r)
+    done: dict[int, tuple] = {}
     reused = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=len(chunks) * iters, disable=not progress, desc="pairs level 2 (Eq. 5)")
+    bar = tqdm(total=len(mine) * iters, disable=not progress or not r.main, desc="pairs level 2 (Eq. 5)")
     try:
         with frozen(g_star, lossmodels.lpips, lossmodels.identity):
-            for a, b in chunks:
+            for i in mine:
+                a, b = chunks[i]
                 key = _batch_key(z_init[a:b], style_images[a:b], g_hash, loss_hash, iters, lr,
                                  lossmodels.lambda_id, lossmodels.size, precision, schedule)
                 path = state / f"batch_{a:05d}_{b:05d}.pt" if state is not None else None
@@ -299,9 +305,13 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
                                                 trace, precision, schedule)
                     if path is not None:
                         atomic_torch_save({"key": key, "z": z, "loss_start": l0, "loss_end": l1}, path)
-                zs.append(z), l0s.append(l0), l1s.append(l1)
+                done[i] = (z.cpu(), l0.cpu(), l1.cpu())
     finally:
         bar.close()
+    if r.active:
+        parts = gather((done, reused), r)
+        done, reused = merge_by_index([p[0] for p in parts]), sum(p[1] for p in parts)
+    zs, l0s, l1s = zip(*(done[i] for i in range(len(chunks))))
     z2 = torch.cat(zs)
     with torch.no_grad():
         w2 = torch.cat([g.mapping(z2[a:b].to(_device_of(g))).cpu() for a, b in chunks])  # G's mapping, not G*'s
@@ -522,6 +532,8 @@ def make_pairs(style: str = "cartoon", profile: str | Profile = "mini", levels: 
     levels_out = {k: out[k] for k in lv}
 
     res = PairsResult(levels=levels_out, out=out_path)
+    if not ranks().main:  # every rank holds the same pairs; one writes them
+        return res
     if out_path is not None:
         common = {"profile": prof.name, "style": style, "style_source": source, "n": len(s_imgs),
                   "generator_sha256": model_hash(g), "noise": "const"}

@@ -27,17 +27,20 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, *, step: int,
-                       r1_every: int, r1_gamma: float) -> dict[str, float]:
+                       r1_every: int, r1_gamma: float, sync=None) -> dict[str, float]:
     """One discriminator update of StyleGAN2's non-saturating logistic loss (the ``L_adv`` of paper Eq. 3 from
     D's side), then, every ``r1_every`` steps, the lazy R1 update scaled by ``r1_every`` as StyleGAN2 does.
 
     ``critic`` maps images to logits (D, or D behind a differentiable augmentation; it sees ``real`` before
     ``fake``, so an augmentation draws its random numbers in a fixed order). ``fake`` must be detached.
-    Returns ``{"d": loss}`` plus ``"r1"`` on the steps that apply it.
+    ``sync`` (optional, no arguments) runs between each backward pass and its optimiser step: the hook where
+    several processes average D's gradients. Returns ``{"d": loss}`` plus ``"r1"`` on the steps that apply it.
     """
     loss = F.softplus(-critic(real)).mean() + F.softplus(critic(fake)).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if sync is not None:
+        sync()
     opt.step()
     out = {"d": loss.item()}
     if r1_gamma > 0 and step % r1_every == 0:
@@ -45,6 +48,8 @@ def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, f
         r1 = r1_penalty(critic(real), real)
         opt.zero_grad(set_to_none=True)
         (r1_gamma / 2 * r1 * r1_every).backward()
+        if sync is not None:
+            sync()
         opt.step()
         out["r1"] = r1.item()
     return out

@@ -1,0 +1,102 @@
+"""Several ranks give one process's result (facestyle.distributed; docs/distributed.md).
+
+Two CPU ranks with gloo, launched by torchrun as a user would: the level-2 pairs (Eq. 5) and the reference
+embeddings (section 3.3) shard their batches and equal a one-process run; a 2-rank finetune (Eq. 3) splits the
+global batch, checkpoints from rank 0, resumes, and takes the steps one process takes.
+"""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import distributed_worker as W
+from facestyle import hub
+from facestyle.method import finetune as ft
+from facestyle.nn.judges import IdentityNet
+from facestyle.pretrain import generator as pg
+
+HERE = Path(__file__).parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(_port()), *args]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def test_shard_and_slice_cover_every_item_once():
+    from facestyle.distributed import Ranks, local_slice, shard
+
+    parts = [shard(7, Ranks(r, 3)) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [local_slice(4, Ranks(r, 2)) for r in range(2)] == [slice(0, 2), slice(2, 4)]
+    with pytest.raises(ValueError, match="does not split"):
+        local_slice(4, Ranks(0, 3))
+
+
+def test_level2_pairs_on_two_ranks_equal_one_process_and_resume(tmp_path):
+    torch.set_num_threads(1)
+    one = W.level2()
+    torchrun(str(HERE / "distributed_worker.py"), "level2", str(tmp_path / "two.pt"), str(tmp_path / "batches"))
+    two = torch.load(tmp_path / "two.pt")
+    assert torch.allclose(one["zplus"], two["zplus"], atol=1e-5) and torch.allclose(one["wplus"], two["wplus"],
+                                                                                    atol=1e-5)
+    assert torch.allclose(one["loss_end"], two["loss_end"], atol=1e-5) and two["reused"] == 0
+    # Three batches of two on two ranks, each saved by the rank that made it: a rerun finds them all.
+    assert len(list((tmp_path / "batches").glob("batch_*.pt"))) == 3
+    (tmp_path / "batches" / "batch_00002_00004.pt").unlink()  # as if rank 1 was killed before its batch was saved
+    torchrun(str(HERE / "distributed_worker.py"), "level2", str(tmp_path / "again.pt"), str(tmp_path / "batches"))
+    again = torch.load(tmp_path / "again.pt")
+    assert again["reused"] == 2 and torch.allclose(again["zplus"], one["zplus"], atol=1e-5)
+
+
+def test_reference_embeddings_on_two_ranks_equal_one_process(tmp_path):
+    torch.set_num_threads(1)
+    one = W.embed(tmp_path / "cache-one")
+    torchrun(str(HERE / "distributed_worker.py"), "embed", str(tmp_path / "two.pt"), str(tmp_path / "cache-two"))
+    two = torch.load(tmp_path / "two.pt")
+    assert two["inverted"] == 3 and torch.allclose(one["lpips"], two["lpips"], atol=1e-4)
+    assert torch.allclose(one["w"], two["w"], atol=1e-4)
+    assert len(list((tmp_path / "cache-two").rglob("*.pt"))) == 3
+
+
+def test_finetune_on_two_ranks_takes_one_process_steps_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g, d = pg.build_models("mini")
+    with torch.no_grad():
+        avg = g.mean_latent(256)
+    gpath = hub.save_generator_checkpoint(tmp_path / "g.pt", g, latent_avg=avg, d=d)
+    ipath = hub.save_checkpoint(tmp_path / "identity.pt", kind="identity", config={"size": 64},
+                                state_dict=IdentityNet(input_size=64))
+    common = ["--style", "anime", "--variant", "sc", "--generator", str(gpath), "--identity", str(ipath),
+              "--batch", "2", "--device", "cpu", "--threads", "1", "--sample-every", "0", "--lpips-size", "64"]
+    out = tmp_path / "two"
+    torchrun("-m", "facestyle", "finetune", *common, "--iters", "2", "--out", str(out))
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 2  # rank 0 saved the state
+    run = torchrun("-m", "facestyle", "finetune", *common, "--iters", "4", "--out", str(out))
+    assert "resumed" in run.stdout + run.stderr
+    assert hub.safe_load(out / "generator.pt")["meta"]["ranks"] == 2
+    cfg = ft.FinetuneConfig(style="anime", variant="sc", generator=str(gpath), identity=str(ipath), batch=2,
+                            iters=4, device="cpu", threads=1, sample_every=0, lpips_size=64, out=str(tmp_path / "one"))
+    ft.finetune(cfg, progress=False)
+    a = hub.load_generator(out / "generator.pt", "cpu").g_ema
+    b = hub.load_generator(tmp_path / "one" / "generator.pt", "cpu").g_ema
+    z = torch.randn(4, a.style_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        xa = a.synthesis(a.mapping(z), noise_mode="const")
+        xb = b.synthesis(b.mapping(z), noise_mode="const")
+    assert (xa - xb).abs().max() < 1e-3
