@@ -110,3 +110,22 @@ def test_the_ffhq_recipe_end_to_end(world, capsys):
     for key in ("semantic_distance", "fid_inception", "fid_inception_stylized", "lpips_in_out", "id_distance"):
         assert math.isfinite(rows[0][key]) and rows[0][key] >= 0, key
     capsys.readouterr()
+
+
+def test_notebook_03_with_the_rehearsal_profile(world, tmp_path):
+    """`papermill notebooks/03_finetune.ipynb out.ipynb -p profile rehearsal` in the fast mode: G*, level-2 pairs
+    and +SC&PC on the world's cartoon set at 32 px, then the paper's metrics in place of the mini oracle."""
+    papermill = pytest.importorskip("papermill")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACESTYLE_FAST", "1")
+    try:
+        papermill.execute_notebook(str(Path(__file__).resolve().parent.parent / "notebooks" / "03_finetune.ipynb"),
+                                   str(tmp_path / "out.ipynb"), parameters={"profile": "rehearsal"},
+                                   progress_bar=False, kernel_name="python3", cwd=str(tmp_path))
+    finally:
+        mp.undo()
+    figures = Path(os.environ["FACESTYLE_FIGURES"]) / "rehearsal"
+    row = json.loads((figures / "finetune_cartoon_sc_pc.json").read_text())["rows"][0]
+    assert row["profile"] == "rehearsal" and row["iters"] == 2
+    assert math.isfinite(row["semantic_distance"]) and math.isfinite(row["fid_inception"])
+    assert (figures / "finetune_cartoon_sc_pc_samples.png").exists()

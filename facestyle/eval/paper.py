@@ -29,7 +29,7 @@ __all__ = ["paper_metrics"]
 
 
 @torch.no_grad()
-def paper_metrics(g_prime: str | os.PathLike, style_images: str | os.PathLike, *, profile: Any = "mini",
+def paper_metrics(g_prime: str | os.PathLike, style_images: str | os.PathLike | torch.Tensor, *, profile: Any = "mini",
                   style: str = "cartoon", photos=None, generator=None, n: int = 256, seed: int = 0,
                   batch: int = 16, device: Any = "auto", fid_net: Any = "fid-inception") -> dict:
     """Table 4's two numbers for ``g_prime`` and, with ``photos`` (aligned crops, as ``facestyle align`` writes
@@ -43,7 +43,8 @@ def paper_metrics(g_prime: str | os.PathLike, style_images: str | os.PathLike, *
     g = hub.load_generator(generator or prof.generator_ckpt, dev, expected_size=size).g_ema
     gp = hub.load_generator(g_prime, dev, expected_size=size).g_ema
     inception = fid_net if isinstance(fid_net, torch.nn.Module) else hub.load_fid_inception(fid_net, dev)
-    ref = load_folder(style_images, size, what="style image folder")
+    ref = style_images.float().cpu() if torch.is_tensor(style_images) else \
+        load_folder(style_images, size, what="style image folder")
     ref_feats = M.inception_features(ref, inception, batch)
 
     lp = hub.build_lpips(prof.lpips_eval_net, prof, device=dev)

@@ -100,6 +100,25 @@ def evaluate_finetune(g: nn.Module, g_prime: nn.Module, style: str, judges: Judg
     return out
 
 
+def evaluate_run(g_prime: Any, style: str, s: "StudySettings", *, seed: int = 0) -> dict:
+    """Notebook 03's numbers for one finished finetune (a path or hub name): the oracle protocol of
+    :func:`evaluate_finetune` in the mini world; in any other profile, which has no oracle, the paper's own
+    metrics (:func:`facestyle.eval.paper.paper_metrics`: semantic distance and Inception FID of G''s samples to
+    the style set it was finetuned on)."""
+    prof = get_profile(s.profile)
+    dev = get_device(s.device)
+    if prof.name == "mini":
+        g = hub.load_generator(s.generator or prof.generator_ckpt, dev, expected_size=prof.generator.size).g_ema
+        gp = hub.load_generator(g_prime, dev, expected_size=prof.generator.size).g_ema
+        judges = Judges.build(prof.name, dev, oracle=s.oracle, identity=s.identity)
+        return evaluate_finetune(g, gp, style, judges, n=s.n_eval, seed=seed, profile=prof.name)
+    from .paper import paper_metrics
+
+    style_set = world.style_dataset(style, size=prof.generator.size, n=s.n_style)[0]
+    return paper_metrics(g_prime, style_set, profile=prof.name, style=style, generator=s.generator, n=s.n_eval,
+                         seed=seed, device=dev, batch=min(16, s.n_eval))
+
+
 @dataclasses.dataclass
 class StudySettings:
     """What every finetune of a study shares; ``None`` fields take the profile's values (as the finetune does)."""
