@@ -40,11 +40,38 @@ def embed(cache_dir):
     return {"w": res.w, "lpips": res.lpips, "inverted": cache.inverted}
 
 
+def one_image_mbstd(monkeypatch_target=None):
+    """Make every loaded D take its minibatch standard deviation over groups of one image.
+
+    D's minibatch-std layer looks at the images of one forward pass, and a rank's pass holds only its part of the
+    batch (as in StyleGAN2-ADA's multi-GPU training); with groups of one, the ranks' D computes what one
+    process's D computes, so the comparison isolates the batch split and the gradient averaging."""
+    from facestyle import hub
+
+    load = hub.load_discriminator
+
+    def patched(*args, **kwargs):
+        d = load(*args, **kwargs)
+        d.stddev_group = 1
+        return d
+
+    (monkeypatch_target.setattr if monkeypatch_target else setattr)(hub, "load_discriminator", patched)
+
+
+def finetune(out, gpath, ipath, iters, batch=2):
+    from facestyle.method import finetune as ft
+
+    one_image_mbstd()
+    cfg = ft.FinetuneConfig(style="anime", variant="sc", generator=gpath, identity=ipath, batch=int(batch),
+                            iters=int(iters), device="cpu", threads=1, sample_every=0, lpips_size=64, out=out)
+    return {"path": str(ft.finetune(cfg, progress=False).path)}
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     job, out, work = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     ranks, _ = distributed.init("cpu")
-    result = level2(work) if job == "level2" else embed(work)
+    result = level2(work) if job == "level2" else embed(work) if job == "embed" else finetune(work, *sys.argv[4:])
     if ranks.main:
         torch.save(result, out)
     distributed.shutdown()
