@@ -38,3 +38,20 @@ def fill_state_dict(model: torch.nn.Module, seed: int, scale: Scale = 1.0) -> to
             v = v.abs() + 0.5
         t.copy_(v.to(device=t.device, dtype=t.dtype))
     return model
+
+
+def random_mini_files(root) -> tuple:
+    """A random mini G + D (seed 0) and an untrained mini IdentityNet saved under ``root``, the way a user passes
+    their own files by path; returns ``(g, generator path, identity path)``."""
+    from facestyle import hub
+    from facestyle.nn.judges import IdentityNet
+    from facestyle.pretrain import generator as pg
+
+    torch.manual_seed(0)
+    g, d = pg.build_models("mini")
+    with torch.no_grad():
+        avg = g.mean_latent(256)
+    gpath = hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)
+    ipath = hub.save_checkpoint(root / "identity.pt", kind="identity", config={"size": 64},
+                                state_dict=IdentityNet(input_size=64))
+    return g, gpath, ipath

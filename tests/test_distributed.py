@@ -15,9 +15,7 @@ import torch
 
 import distributed_worker as W
 from facestyle import hub
-from facestyle.method import finetune as ft
-from facestyle.nn.judges import IdentityNet
-from facestyle.pretrain import generator as pg
+from helpers import random_mini_files
 
 HERE = Path(__file__).parent
 
@@ -77,14 +75,7 @@ def test_reference_embeddings_on_two_ranks_equal_one_process(tmp_path):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist-finetune")
-    torch.manual_seed(0)
-    g, d = pg.build_models("mini")
-    with torch.no_grad():
-        avg = g.mean_latent(256)
-    gpath = hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)
-    ipath = hub.save_checkpoint(root / "identity.pt", kind="identity", config={"size": 64},
-                                state_dict=IdentityNet(input_size=64))
+    _, gpath, ipath = random_mini_files(tmp_path_factory.mktemp("dist-finetune"))
     return str(gpath), str(ipath)
 
 

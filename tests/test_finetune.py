@@ -16,9 +16,8 @@ from facestyle import hub, world
 from facestyle.cli import finetune as cli_finetune
 from facestyle.method import finetune as ft
 from facestyle.method import losses as L
-from facestyle.nn.judges import IdentityNet
-from facestyle.pretrain import generator as pg
 from facestyle.runs import JsonlLog, config_from_args
+from helpers import random_mini_files
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,7 @@ def setup(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("finetune")
-    torch.manual_seed(0)
-    g, d = pg.build_models("mini")
-    with torch.no_grad():
-        avg = g.mean_latent(256)
-    gpath = hub.save_generator_checkpoint(root / "g.pt", g, latent_avg=avg, d=d)
-    ipath = hub.save_checkpoint(root / "identity.pt", kind="identity", config={"size": 64},
-                                state_dict=IdentityNet(input_size=64))
+    g, gpath, ipath = random_mini_files(root)
     models = L.LossModels.build("mini", "cpu", identity_ckpt=ipath)
     style, _ = world.style_dataset("anime", 64, n=12)
     with torch.no_grad():
