@@ -8,7 +8,9 @@ The paper's slow steps split two ways (docs/distributed.md shows the launch on o
 * **one model** - the finetune (Eq. 3). The paper's batch of 4 stays the *global* batch: every rank draws the
   same 4 codes and style images from the same seeded stream and works on its slice of 4 / N, and the gradients
   are averaged over ranks (:func:`average_gradients`) before every optimiser step. The mean of equal-sized slice
-  means is the batch mean, so N ranks take the same steps as one process, within float tolerance.
+  means is the batch mean, so every loss term is the one-process batch's. Not D's minibatch-std layer: it sees
+  the images of one forward pass, here the rank's part (as in StyleGAN2-ADA's multi-GPU runs), so N ranks come
+  close to one process but do not equal it (tests/test_distributed.py measures how close).
 
 Gradients are averaged by hand, one flat all-reduce per optimiser step, rather than through the
 ``DistributedDataParallel`` wrapper: the lazy R1 step differentiates D's output with respect to its input and

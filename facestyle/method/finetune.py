@@ -35,7 +35,7 @@ here). Choices the paper leaves open, made here and recorded in the output's met
 * Path-length regularisation is not used (the paper does not mention it; 1000 steps barely move it).
 
 Under ``torchrun`` the ranks share the global batch and average their gradients (:mod:`facestyle.distributed`,
-docs/distributed.md): N ranks take the steps of one process. Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.runs`): the full state
+docs/distributed.md). Resumable and interrupt-safe like every facestyle trainer (:mod:`facestyle.runs`): the full state
 (G', G'_ema, D, both optimisers, step, RNGs) lives in ``<out>/state.pt``; rerunning the same command continues,
 and a larger ``iters`` extends a finished run. The result is ``<out>/generator.pt``, a facestyle ``stylegan2``
 checkpoint loadable with :func:`facestyle.hub.load_generator`, whose meta holds the full finetune config.
@@ -333,8 +333,8 @@ def _check_resume(saved: dict, cfg: FinetuneConfig, path: Path) -> None:
 
 def _meta(cfg: FinetuneConfig, step: int, wall: float, pair_level, n_pairs: int, n_style: int, gen_path,
           parts: dict, world: int = 1) -> dict:
-    return {"finetune_config": asdict(cfg), "ranks": world, "variant": cfg.variant, "pair_level": pair_level, "style": cfg.style,
-            "iters": step, "profile": cfg.profile, "wall_s": round(wall, 1), "n_pairs": n_pairs,
+    return {"finetune_config": asdict(cfg), "ranks": world, "variant": cfg.variant, "pair_level": pair_level,
+            "style": cfg.style, "iters": step, "profile": cfg.profile, "wall_s": round(wall, 1), "n_pairs": n_pairs,
             "n_style_images": n_style, "pretrained_generator": str(gen_path), "final_loss_parts": parts,
             "latent_avg_source": "pretrained G (codes for G' come from G's encoders and mapping network)",
             "saved_weights": "G' EMA" if cfg.ema_half_life_imgs > 0 else "G' (no EMA)"}
