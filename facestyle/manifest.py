@@ -39,8 +39,11 @@ def record(name: str, path: str | os.PathLike, *, command: str | None = None, **
     if path.parent != MINI_DIR.resolve():
         raise ValueError(f"{path} is not in {MINI_DIR}: only files shipped there go in the manifest")
     data = read()
-    entry = dict(data["files"].get(name, {}))
-    entry.update({"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+    digest = sha256_file(path)
+    old = data["files"].get(name, {})
+    # Facts measured on a file (quality numbers, notes) do not carry over to a different file of the same name.
+    entry = dict(old) if old.get("sha256") == digest else {}
+    entry.update({"file": path.name, "sha256": digest, "bytes": path.stat().st_size,
                   "command": command or invoked_command(), "machine": machine()})
     entry.update(info)
     data["files"][name] = entry

@@ -504,6 +504,23 @@ def test_mini_entries_use_manifest(tmp_path, monkeypatch, gen):
         hub.resolve("mini-stylegan2-64")
 
 
+def test_manifest_record_keeps_facts_only_for_the_same_file(tmp_path, monkeypatch):
+    from facestyle import manifest
+
+    monkeypatch.setattr(manifest, "MINI_DIR", tmp_path)
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", tmp_path / "manifest.json")
+    f = tmp_path / "style-x.pt"
+    f.write_bytes(b"first")
+    manifest.record("mini-style-x", f, command="make it", wall_s=1.0)
+    manifest.update("mini-style-x", quality={"keep": 0.5}, recipe="the old one")
+    manifest.record("mini-style-x", f, command="make it", wall_s=2.0)  # the same bytes: its measured facts stay
+    assert manifest.read()["files"]["mini-style-x"]["quality"] == {"keep": 0.5}
+    f.write_bytes(b"second")
+    entry = manifest.record("mini-style-x", f, command="make it again", wall_s=3.0)
+    assert "quality" not in entry and "recipe" not in entry and entry["wall_s"] == 3.0
+    assert manifest.record_if_shipped("elsewhere", tmp_path.parent / "x.pt") is None
+
+
 def test_home_and_listing(tmp_path, monkeypatch):
     assert hub.home() == tmp_path / "home"
     monkeypatch.delenv("FACESTYLE_HOME")
