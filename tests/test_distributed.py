@@ -62,8 +62,6 @@ def test_level2_pairs_on_two_ranks_equal_one_process_and_resume(tmp_path):
     assert again["reused"] == 2 and torch.allclose(again["zplus"], one["zplus"], atol=1e-5)
 
 
-@pytest.mark.skip(reason="passes alone, fails with exit status 1 on both ranks after another torchrun test in the "
-                         "same session; cause not found yet (open in the issue's note)")
 def test_reference_embeddings_on_two_ranks_equal_one_process(tmp_path):
     torch.set_num_threads(1)
     one = W.embed(tmp_path / "cache-one")
