@@ -84,6 +84,27 @@ def test_adversarial_and_total_loss():
     assert set(L.total_loss(adv, l_paired=paired)) == {"total", "adv", "paired"}
 
 
+def test_train_ops_read_once_and_update_in_one_call():
+    from facestyle.nn import train_ops
+
+    rec = train_ops.to_floats({"d": torch.tensor(0.25), "r1": torch.tensor([2.0]), "phase": "adv", "s": 1.5})
+    assert rec == {"d": 0.25, "r1": 2.0, "phase": "adv", "s": 1.5} and isinstance(rec["d"], float)
+    torch.manual_seed(0)
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expect = [pe.detach() + 0.1 * (p.detach() - pe.detach()) for pe, p in zip(ema.parameters(), model.parameters())]
+    train_ops.ema_update(ema, model, 0.9)
+    assert all(torch.allclose(pe, e) for pe, e in zip(ema.parameters(), expect))
+    params = [torch.nn.Parameter(torch.randn(4))]
+    assert train_ops.adam(params, torch.device("cpu"), lr=0.1).param_groups[0]["fused"] is None  # CPU: as before
+    fused = train_ops.adam([torch.nn.Parameter(params[0].detach().clone())], "cuda", lr=0.1)
+    assert fused.param_groups[0]["fused"] is True  # what a GPU run gets (the fused kernel also runs on a CPU)
+    plain = train_ops.adam(params, "cpu", lr=0.1)
+    for opt in (plain, fused):
+        opt.param_groups[0]["params"][0].grad = torch.arange(4.0)
+        opt.step()
+    assert torch.allclose(plain.param_groups[0]["params"][0], fused.param_groups[0]["params"][0], atol=1e-6)
+
+
 def test_loss_models_report_missing_network(setup):
     m = L.LossModels(lpips=setup["models"].lpips, identity=None, size=64, lambda_id=0.1)
     with pytest.raises(ValueError, match="without identity"):

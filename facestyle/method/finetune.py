@@ -57,7 +57,7 @@ from .. import hub
 from ..config import check_style, get_profile
 from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
-from ..nn.train_ops import discriminator_step, ema_update
+from ..nn.train_ops import adam, discriminator_step, ema_update, to_floats
 from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
 from ..utils import repo_relative
 from .latents import to_wplus
@@ -423,9 +423,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
 
     # Optimisers: StyleGAN2's lazy-R1 rescaling keeps D's effective lr/betas those of eager R1.
     g_params = [p for p in g_prime.parameters() if p.requires_grad]
-    g_opt = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.0, 0.99))
+    g_opt = adam(g_params, device, lr=cfg.lr, betas=(0.0, 0.99))
     c = cfg.r1_every / (cfg.r1_every + 1)
-    d_opt = torch.optim.Adam([p for p in d.parameters() if p.requires_grad], lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
+    d_opt = adam([p for p in d.parameters() if p.requires_grad], device, lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
 
     # A dedicated RNG for pair sampling keeps the global stream (z, style batches, noise) identical across
     # variants with the same seed, so the ablation compares objectives, not random draws.
@@ -495,7 +495,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
     try:
         while step < cfg.iters:
             t0 = time.perf_counter()
-            rec: dict[str, float] = {}
+            rec: dict = {}  # detached tensors until the step's end: one host-device sync per step
             # Draw on the CPU so a seed gives the same run on every device. Every rank draws the whole global
             # batch from the same stream and keeps its part, so N ranks see what one process sees.
             z = torch.randn(cfg.batch, g.style_dim)[part].to(device)
@@ -524,7 +524,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
                     ref = synth(g, z, noise)  # G(z): same z, same noise maps
                 l_sem, sem_parts = semantic_loss(ref, fake, lossmodels.lpips, lossmodels.identity, lambda_id,
                                                  lossmodels.size, lpips_size=lossmodels.lpips_size)
-                rec["sem_lpips"], rec["sem_id"] = sem_parts["lpips"].item(), sem_parts["id"].item()
+                rec["sem_lpips"], rec["sem_id"] = sem_parts["lpips"].detach(), sem_parts["id"].detach()
             if cfg.uses_paired:
                 j = torch.randint(len(pair_data["wplus"]), (cfg.batch,), generator=pair_rng)[part]
                 # Pairs are fixed (code, image) associations, so G'(w+) is rendered with the deterministic maps.
@@ -539,7 +539,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels 
             dist.average_gradients(g_params, ranks)
             g_opt.step()
             ema_update(g_ema, g_prime, _ema_beta(cfg, step))
-            rec.update({k: v.item() for k, v in parts.items()})
+            rec.update({k: v.detach() for k, v in parts.items()})
+            rec = to_floats(rec)
 
             step += 1
             dt = time.perf_counter() - t0

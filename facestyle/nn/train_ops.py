@@ -1,4 +1,4 @@
-"""Tensor operations every trainer shares: the discriminator step with lazy R1, and the EMA of a generator.
+"""Tensor operations every trainer shares: the discriminator step with lazy R1, the EMA of a generator, Adam.
 
 They live in ``nn`` (no I/O, no configuration) so that the method's finetune (paper section 3.1) and the mini
 profile's own pretraining use one implementation, and neither has to import the other.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["r1_penalty", "ema_update", "discriminator_step"]
+__all__ = ["r1_penalty", "ema_update", "discriminator_step", "adam", "to_floats"]
 
 
 def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
@@ -20,8 +20,8 @@ def r1_penalty(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied (they are not averaged)."""
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(p, 1.0 - beta)
+    # One fused call over all parameters: a loop would launch a kernel per tensor (hundreds on a GPU, every step).
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - beta)
     for be, b in zip(ema.buffers(), model.buffers()):
         be.copy_(b)
 
@@ -34,7 +34,9 @@ def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, f
     ``critic`` maps images to logits (D, or D behind a differentiable augmentation; it sees ``real`` before
     ``fake``, so an augmentation draws its random numbers in a fixed order). ``fake`` must be detached.
     ``sync`` (optional, no arguments) runs between each backward pass and its optimiser step: the hook where
-    several processes average D's gradients. Returns ``{"d": loss}`` plus ``"r1"`` on the steps that apply it.
+    several processes average D's gradients. Returns ``{"d": loss}`` plus ``"r1"`` on the steps that apply it, as
+    detached tensors: reading them as numbers here would make the host wait for the device in the middle of the
+    step (:func:`to_floats` reads a whole step's record at once).
     """
     loss = F.softplus(-critic(real)).mean() + F.softplus(critic(fake)).mean()
     opt.zero_grad(set_to_none=True)
@@ -42,7 +44,7 @@ def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, f
     if sync is not None:
         sync()
     opt.step()
-    out = {"d": loss.item()}
+    out = {"d": loss.detach()}
     if r1_gamma > 0 and step % r1_every == 0:
         real = real.detach().requires_grad_(True)
         r1 = r1_penalty(critic(real), real)
@@ -51,5 +53,21 @@ def discriminator_step(critic, opt: torch.optim.Optimizer, real: torch.Tensor, f
         if sync is not None:
             sync()
         opt.step()
-        out["r1"] = r1.item()
+        out["r1"] = r1.detach()
     return out
+
+
+def adam(params, device: torch.device, **kwargs) -> torch.optim.Optimizer:
+    """Adam with the fused kernel on CUDA (one launch updates every parameter); elsewhere PyTorch's default, so
+    CPU runs keep the numbers they always had."""
+    return torch.optim.Adam(params, fused=True if torch.device(device).type == "cuda" else None, **kwargs)
+
+
+def to_floats(record: dict) -> dict:
+    """A step's record with every tensor value read as a float in one transfer: one host-device sync per step
+    instead of one per logged number."""
+    keys = [k for k, v in record.items() if torch.is_tensor(v)]
+    if not keys:
+        return dict(record)
+    values = torch.stack([record[k].detach().float().reshape(()) for k in keys]).tolist()
+    return {**record, **dict(zip(keys, values))}

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..nn.train_ops import discriminator_step, ema_update
+from ..nn.train_ops import discriminator_step, ema_update, to_floats
 from .. import world
 from ..config import get_profile
 from ..utils import get_device
@@ -237,8 +237,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
                 real = real_batch(torch.randn(cfg.batch, g.style_dim), size, seed=-(step + 1)).to(device)
                 with torch.no_grad():
                     fake, _ = g([z])
-                rec.update(discriminator_step(d, d_opt, real, fake, step=step, r1_every=cfg.r1_every,
-                                              r1_gamma=cfg.r1_gamma))
+                rec.update(to_floats(discriminator_step(d, d_opt, real, fake, step=step, r1_every=cfg.r1_every,
+                                                        r1_gamma=cfg.r1_gamma)))
             if adversarial:
                 fake, _ = g([z])
             else:
