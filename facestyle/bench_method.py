@@ -68,8 +68,8 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
 
     ``reduced_size`` runs the profile's architecture (mapping, channels, encoder, losses) with a generator of
     that resolution instead (a profile named ``<profile>-<size>px``): it checks the whole path on a machine that
-    cannot hold the full size (ffhq at 1024 px went past 24 GB on a 2-core CPU machine, docs/speed.md, "The ffhq profile"); its
-    speeds are not the profile's."""
+    cannot hold the full size (ffhq at 1024 px went past 24 GB on a 2-core CPU machine, docs/speed.md, "The ffhq
+    profile"); its speeds are not the profile's."""
     from .method.finetune import FinetuneConfig, finetune
     from .method.invert import invert_v
     from .method.losses import LossModels

@@ -147,8 +147,8 @@ PROFILES = {
         mix_layers=(2, 3, 5, 7),  # the paper's 3/6/9/12 of 18 rows at the same relative depth of 10 rows
                                   # (facestyle.method.latents.scale_mix_layer)
         # Fewer optimisation steps than the paper's 1000 (made for 1024 px), measured on the trained mini models
-        # with `facestyle bench --convergence cartoon` (docs/speed.md, "How many steps the mini profile needs": 200 level-2 steps reach 93% of the loss
-        # decrease of 1000; 200 V-space steps at a fifth of the time of 1000).
+        # with `facestyle bench --convergence cartoon` (docs/speed.md, "How many steps the mini profile needs":
+        # 200 level-2 steps reach 93% of the loss decrease of 1000; 200 V-space steps at a fifth of the time).
         pair_opt_iters=200,
         invert_iters=200,
     ),

@@ -38,7 +38,8 @@ from ..config import STYLES, check_style, get_profile
 from ..utils import atomic_write, get_device, repo_relative
 from ..world import DOMAINS, FACTORS, render, sample_content
 
-__all__ = ["SENSITIVITY_CHANGES", "factor_sensitivity", "factor_sensitivity_report", "GEOMETRY", "KEEP_TOLERANCE", "KEEP_SEED_BASE", "TARGETS", "score", "diversity", "keep_quality",
+__all__ = ["SENSITIVITY_CHANGES", "factor_sensitivity", "factor_sensitivity_report", "GEOMETRY", "KEEP_TOLERANCE",
+           "KEEP_SEED_BASE", "TARGETS", "score", "diversity", "keep_quality",
            "write_keep_report"]
 
 GEOMETRY = ("face_width", "jaw", "yaw", "tilt", "hair_style", "beard", "smile", "glasses")

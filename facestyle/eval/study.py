@@ -265,7 +265,8 @@ def _write(rows: list[dict], name: str, title: str, s: StudySettings) -> tuple[P
 def ablation(styles: Sequence[str] = STYLES, settings: StudySettings | None = None, pair_level: int | None = None,
              name: str = "table4_ablation") -> dict:
     """Paper Table 4: baseline, +SC, +PC and +SC&PC finetunes of every style from the same G, seed and style
-    batches, measured by :func:`evaluate_finetune`; pairs of ``pair_level`` (default :func:`paper_pair_level`); writes ``figures/<profile>/table4_ablation.{md,json}`` and
+    batches, measured by :func:`evaluate_finetune`; pairs of ``pair_level`` (default :func:`paper_pair_level`);
+    writes ``figures/<profile>/table4_ablation.{md,json}`` and
     the per-factor drift figure ``fig10_drift_per_factor.png`` (baseline vs +SC&PC)."""
     s = settings or StudySettings()
     judges = Judges.build(s.profile, s.device, oracle=s.oracle, identity=s.identity)
