@@ -20,10 +20,12 @@ def test_gpu_check_runs_on_cpu_at_the_rehearsal_size(single_thread, tmp_path, ca
         assert math.isfinite(r[key]) and r[key] > 0, key
     # bf16 autocast gives close but not identical pictures; the line says how close
     assert 0 < r["bf16_vs_fp32_max_abs"] < 1 and r["bf16_vs_fp32_psnr_db"] > 20
+    # channels-last is a layout, not a different computation: bf16 rounding is all that may differ
+    assert r["stylize_bf16_channels_last_batch2_images_per_s"] > 0 and r["channels_last_vs_default_max_abs"] < 0.1
     # the CPU run has no batch of 32, so that target is left out rather than compared
     assert set(r["targets"]) == set(H100_TARGETS) - {"stylize_bf16_batch32_images_per_s"}
     for word in ("stylize fp32, batch 1", "finetune +SC&PC, batch 4", "pairs level 2", "reference embedding",
-                 "correctness: bf16 against fp32"):
+                 "correctness: bf16 against fp32", "stylize bf16_channels_last, batch 2", "channels-last against"):
         assert word in printed, word
 
 
@@ -51,3 +53,15 @@ def test_format_marks_targets_not_met():
                     for k, (v, kind) in H100_TARGETS.items()}
     text = format_gpu_check(r)
     assert ">= 300 (NOT met)" in text and "<= 60 (met)" in text and "2.0 GB" in text
+
+
+def test_stylizer_channels_last_gives_the_default_layouts_pictures(mini_ckpts, single_thread):
+    from facestyle.method.stylize import Stylizer
+
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    kw = dict(generator=mini_ckpts["g2"], encoder=mini_ckpts["w"], base_generator=mini_ckpts["g"])
+    cl = Stylizer("mini", "cartoon", "cpu", channels_last=True, **kw)
+    y = cl.general(x)
+    convs = [p for p in cl.encoder().parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert torch.allclose(y, Stylizer("mini", "cartoon", "cpu", **kw).general(x), atol=1e-5)
