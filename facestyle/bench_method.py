@@ -43,7 +43,7 @@ def _random_models(profile, dev, root: Path) -> dict:
     from .nn.judges import IdentityNet
     from .pretrain.generator import build_models
 
-    g, d = build_models(profile.name)
+    g, d = build_models(profile)
     g = g.eval()
     with torch.no_grad():
         avg = g.mean_latent(256)
@@ -76,11 +76,9 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
     from .method.pairs import level2
 
     prof = get_profile(profile)
-    if reduced_size is not None:
-        from .config import register_profile
-
-        prof = register_profile(prof.replace(name=f"{prof.name}-{int(reduced_size)}px",
-                                             generator=dataclasses.replace(prof.generator, size=int(reduced_size))))
+    if reduced_size is not None:  # passed down as an object: no name lookup can find it
+        prof = prof.replace(name=f"{prof.name}-{int(reduced_size)}px",
+                            generator=dataclasses.replace(prof.generator, size=int(reduced_size)))
     dev = get_device(device)
     out = {"profile": prof.name, "device": str(dev), "threads": torch.get_num_threads(), "iters_timed": iters}
     with tempfile.TemporaryDirectory(prefix="facestyle-bench-") as tmp:
@@ -103,7 +101,7 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
             cfg = FinetuneConfig(profile=prof.name, variant="sc_pc", iters=n, generator=m["g_path"], identity=m["identity"],
                                  pairs=str(root / "pairs.pt"), out=str(root / out_dir), sample_every=0,
                                  device=str(dev), ckpt_every_s=1e9, r1_every=16)
-            res = finetune(cfg, progress=progress, lossmodels=losses, style_images=style)
+            res = finetune(cfg, progress=progress, lossmodels=losses, style_images=style, profile=prof)
             return float(torch.load(res.out / "state.pt", weights_only=True)["wall_s"])
 
         peak_memory_gb(dev)
@@ -146,7 +144,7 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
         from .method.stylize import Stylizer
         from .pretrain.encoders import build_psp
 
-        enc = build_psp("w", g, m["avg"], prof.name).to(dev).eval()
+        enc = build_psp("w", g, m["avg"], prof).to(dev).eval()
         stylizer = Stylizer(prof, "cartoon", dev, generator=g, encoder=enc, base_generator=g,
                             batch_size=n_stylize)
         photos = torch.rand(n_stylize, 3, size, size) * 2 - 1

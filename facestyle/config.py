@@ -186,16 +186,6 @@ def get_profile(name: str = "mini", **overrides) -> Profile:
     return prof.replace(**overrides) if overrides else prof
 
 
-def register_profile(prof: Profile) -> Profile:
-    """Make ``prof`` known to :func:`get_profile` by its name, for this process: a variant of a built-in profile
-    (e.g. the ffhq architecture at a reduced size, ``facestyle bench --method --reduced-size``) then runs every
-    code path that looks profiles up by name. The built-in profiles cannot be replaced."""
-    if prof.name in ("mini", "ffhq", "rehearsal"):
-        raise ValueError(f"profile {prof.name!r} is built in: give the variant its own name")
-    PROFILES[prof.name] = prof
-    return prof
-
-
 def check_style(style: str) -> str:
     """Validate a style name with a message that lists the valid ones."""
     if style not in STYLES:

@@ -282,6 +282,17 @@ def test_cli_arguments_give_typed_config():
         ft.FinetuneConfig(variant="ours").resolved()
 
 
+def test_resolved_takes_an_unregistered_profile_object_of_the_same_name():
+    # The bench's reduced-size ffhq variant is found by no lookup: the entry point passes the object down.
+    variant = get_profile("mini").replace(name="mini-tiny", finetune_iters=3, lambda_sem=2.0)
+    r = ft.FinetuneConfig(profile="mini-tiny", style="anime").resolved(variant)
+    assert r.iters == 3 and r.lambda_sem == 2.0 and r.out == "runs/mini-tiny-finetune-anime-sc_pc"
+    with pytest.raises(ValueError, match="names profile 'mini'"):
+        ft.FinetuneConfig().resolved(variant)
+    with pytest.raises(ValueError, match="unknown profile"):
+        ft.FinetuneConfig(profile="mini-tiny").resolved()
+
+
 # ---- few-shot remedies and the gradient balance of Eq. 3 (issue "faithful stylization") ----------------------
 
 def test_diff_augment_keeps_shape_and_gradient_and_rejects_unknown_policy():

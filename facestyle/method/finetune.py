@@ -54,7 +54,7 @@ import torch.nn as nn
 
 from .. import distributed as dist
 from .. import hub
-from ..config import check_style, get_profile
+from ..config import Profile, check_style, get_profile
 from ..images import load_folder
 from ..nn.perceptual import resize_for_loss
 from ..nn.train_ops import adam, discriminator_step, ema_update, to_floats
@@ -155,9 +155,12 @@ class FinetuneConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(getattr(self, f.name), _base_type(f.type)))
 
-    def resolved(self) -> "FinetuneConfig":
-        """A copy with every ``None`` replaced by the profile's value; validates the choices."""
-        prof = get_profile(self.profile)
+    def resolved(self, profile: Profile | None = None) -> "FinetuneConfig":
+        """A copy with every ``None`` replaced by the profile's value; validates the choices.
+
+        ``profile`` is the already resolved profile of an entry point (a variant such as the bench's reduced-size
+        ffhq, which no name lookup finds); its name must be ``self.profile``, which is what the run records."""
+        prof = _profile_for(self, profile)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)} "
                              f"(paper Table 4: baseline = adversarial only, +SC, +PC, +SC&PC)")
@@ -352,22 +355,32 @@ def freeze_synthesis_layers(g: nn.Module, n: int) -> list[nn.Module]:
     return frozen
 
 
+def _profile_for(cfg: FinetuneConfig, profile: Profile | None) -> Profile:
+    if profile is None:
+        return get_profile(cfg.profile)
+    if profile.name != cfg.profile:
+        raise ValueError(f"the config names profile {cfg.profile!r} but profile {profile.name!r} was passed")
+    return profile
+
+
 def finetune(cfg: FinetuneConfig, progress: bool = True, lossmodels: LossModels | None = None, *,
-             style_images: torch.Tensor | None = None, pairs: dict | str | None = None) -> FinetuneResult:
+             style_images: torch.Tensor | None = None, pairs: dict | str | None = None,
+             profile: Profile | None = None) -> FinetuneResult:
     """Finetune G into G' with the objective of ``cfg.variant`` (paper Eq. 3 / Table 4); resumable.
 
     ``lossmodels`` reuses already built LPIPS / identity networks (else they are built for the variant's needs);
     ``style_images`` (a ``[N, 3, H, W]`` tensor in [-1, 1]) and ``pairs`` (a dict as in :func:`load_pairs`, or a
-    path) override ``cfg.style_images`` / ``cfg.pairs`` for in-memory use (notebooks, tests).
+    path) override ``cfg.style_images`` / ``cfg.pairs`` for in-memory use (notebooks, tests); ``profile`` is the
+    resolved profile named by ``cfg.profile`` (looked up by that name when left out).
     """
     from ..utils import progress_bar as tqdm
 
     if isinstance(cfg.pairs, dict):  # tolerated: keep tensors out of the recorded config
         pairs, cfg = cfg.pairs, dataclasses.replace(cfg, pairs="<in-memory>")
-    cfg = cfg.resolved()
+    prof = _profile_for(cfg, profile)
+    cfg = cfg.resolved(prof)
     if pairs is not None:  # the argument wins over cfg.pairs; record what was actually used
         cfg = dataclasses.replace(cfg, pairs="<in-memory>" if isinstance(pairs, dict) else str(pairs))
-    prof = get_profile(cfg.profile)
     set_threads(cfg.threads)
     # Under torchrun: join the ranks, each on its own device; cfg.batch stays the global batch (module docstring).
     ranks, device = dist.init(cfg.device)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .. import world
-from ..config import get_profile
+from ..config import Profile, get_profile
 from ..nn.encoders import PSP, build_encoder
 from ..utils import get_device
 from .generator import multiscale_l1
@@ -40,7 +40,7 @@ class EncoderTrainConfig:
     threads: int = 0
 
 
-def build_psp(kind: str, generator, latent_avg: torch.Tensor, profile: str = "mini") -> PSP:
+def build_psp(kind: str, generator, latent_avg: torch.Tensor, profile: str | Profile = "mini") -> PSP:
     prof = get_profile(profile)
     enc = build_encoder(kind, prof.encoder, n_styles=generator.n_latent, style_dim=generator.style_dim)
     return PSP(enc, generator, latent_avg=latent_avg.reshape(-1), start_from_latent_avg=kind != "zplus",

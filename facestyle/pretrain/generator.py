@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..nn.train_ops import discriminator_step, ema_update, to_floats
 from .. import world
-from ..config import get_profile
+from ..config import Profile, get_profile
 from ..utils import get_device
 from ..manifest import record_if_shipped
 from ..runs import Checkpointer, JsonlLog, resolve_path, set_threads
@@ -123,10 +123,10 @@ def content_code(content: torch.Tensor, style_dim: int, seed: int = 7) -> torch.
     return feats @ (a / feats.shape[1] ** 0.5)
 
 
-def build_models(profile_name: str):
+def build_models(profile: str | Profile):
     from ..nn.stylegan2 import Discriminator, Generator
 
-    gc = get_profile(profile_name).generator
+    gc = get_profile(profile).generator
     g = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier, lr_mlp=gc.lr_mlp,
                   channels=gc.channels)
     d = Discriminator(gc.size, channel_multiplier=gc.channel_multiplier, channels=gc.channels)
