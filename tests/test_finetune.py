@@ -5,6 +5,8 @@ temporary directory and passed by path, the way a user passes their own files.
 """
 import argparse
 import copy
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,6 +230,24 @@ def test_resume_continues_and_matches_uninterrupted_run(setup):
     with pytest.raises(ValueError, match="another file"):
         ft.finetune(_cfg(setup, "resume-g", generator=str(moved), variant="baseline", iters=2), progress=False,
                     style_images=setup["style"])
+
+
+def test_resume_check_ignores_the_weights_of_terms_the_variant_does_not_use():
+    # A new recipe (lambda_sem, lambda_id, the training LPIPS) must not retrain G*, which has no Eq. 1 term;
+    # for +SC it is a different finetune.
+    base = ft.FinetuneConfig(variant="baseline", style="anime").resolved()
+    saved = dataclasses.asdict(base)
+    newer = dataclasses.replace(base, lambda_sem=9.0, lambda_id=2.0, lpips_size=256, lambda_paired=3.0)
+    ft._check_resume(saved, newer, Path("state.pt"))
+    with pytest.raises(ValueError, match="lr: "):
+        ft._check_resume(saved, dataclasses.replace(base, lr=0.5), Path("state.pt"))
+    sc = ft.FinetuneConfig(variant="sc", style="anime").resolved()
+    ft._check_resume(dataclasses.asdict(sc), dataclasses.replace(sc, lambda_paired=3.0), Path("state.pt"))
+    with pytest.raises(ValueError, match="lambda_id: 0.1 -> 2.0"):
+        ft._check_resume(dataclasses.asdict(sc), dataclasses.replace(sc, lambda_id=2.0), Path("state.pt"))
+    pc = ft.FinetuneConfig(variant="pc", style="anime").resolved()
+    with pytest.raises(ValueError, match="lpips_size"):  # Eq. 2 is measured by the LPIPS too
+        ft._check_resume(dataclasses.asdict(pc), dataclasses.replace(pc, lpips_size=256), Path("state.pt"))
 
 
 def test_stop_request_saves_state_and_writes_no_generator(setup, monkeypatch):

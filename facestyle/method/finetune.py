@@ -326,9 +326,18 @@ def _grad_norms(params: list, terms: dict, weights: dict) -> dict[str, float]:
     return out
 
 
+# Keys of the objective's terms, which a variant without that term ignores: a G* (baseline) is the same finetune
+# whatever lambda_sem the profile now sets, so a new recipe does not retrain it.
+_SEMANTIC_KEYS = ("lambda_sem", "lambda_id", "lpips", "lpips_size")
+_PAIRED_KEYS = ("lambda_paired", "pairs")
+
+
 def _check_resume(saved: dict, cfg: FinetuneConfig, path: Path) -> None:
+    unused = (() if cfg.uses_semantic else _SEMANTIC_KEYS) + (() if cfg.uses_paired else _PAIRED_KEYS)
+    if cfg.uses_paired:  # Eq. 2 is an LPIPS too
+        unused = tuple(k for k in unused if k not in ("lpips", "lpips_size"))
     diff = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RESUME_KEYS
-            if k in saved and saved.get(k) != getattr(cfg, k)]
+            if k in saved and k not in unused and saved.get(k) != getattr(cfg, k)]
     if diff:
         raise ValueError(f"{path} holds a different finetune ({'; '.join(diff)}); pass another --out or delete "
                          f"{path.parent} to start over")
