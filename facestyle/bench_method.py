@@ -98,7 +98,8 @@ def bench_method(profile: str = "mini", device: str = "auto", iters: int = 20, n
 
         # finetune: the timed window excludes start-up and the first (R1) step
         def run_ft(n: int, out_dir: str) -> float:
-            cfg = FinetuneConfig(profile=prof.name, variant="sc_pc", iters=n, generator=m["g_path"], identity=m["identity"],
+            cfg = FinetuneConfig(profile=prof.name, variant="sc_pc", iters=n, generator=m["g_path"],
+                                 identity=m["identity"],
                                  pairs=str(root / "pairs.pt"), out=str(root / out_dir), sample_every=0,
                                  device=str(dev), ckpt_every_s=1e9, r1_every=16)
             res = finetune(cfg, progress=progress, lossmodels=losses, style_images=style, profile=prof)

@@ -117,14 +117,16 @@ def gpu_check(device: str = "auto", profile: str | None = None, settings: dict |
         s["profile"] = profile
     prof = get_profile(s["profile"])
     t0 = time.perf_counter()
-    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    res = {"device": name,
            "profile": prof.name, "generator_size": prof.generator.size, "torch": torch.__version__,
            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}}
     res.update(stylize_throughput(prof.name, dev, s["batches"], repeats=s["repeats"]))
     m = bench_method(prof.name, str(dev), iters=s["iters"], n_style=317, pair_batch=s["pair_batch"],
                      n_refs=s["n_refs"], n_stylize=1, stylize_repeats=1, progress=progress)
     res.update({
-        "finetune_s_per_iter": m["finetune_s_per_iter"], "finetune_1000_iters_min": m["finetune_s_per_iter"] * 1000 / 60,
+        "finetune_s_per_iter": m["finetune_s_per_iter"],
+        "finetune_1000_iters_min": m["finetune_s_per_iter"] * 1000 / 60,
         "finetune_peak_gb": m["finetune_peak_gb"],
         "pairs_s_per_batch_iter": m["pairs_s_per_batch_iter"], "pairs_batch": s["pair_batch"],
         # 317 images in batches of pair_batch, 1000 iterations each (the paper's cartoon set and count)
@@ -166,7 +168,8 @@ def format_gpu_check(r: dict) -> str:
         (f"pairs level 2, batch {r['pairs_batch']}", f"{r['pairs_s_per_batch_iter']:.3f} s/iter -> 317 images x 1000 "
          f"iters {r['pairs_317_images_min']:.1f} min", _gb(r["pairs_peak_gb"]), target("pairs_317_images_min")),
         (f"reference embedding, {r['n_refs']} at once", f"{r['reference_s_per_iter']:.3f} s/iter -> 16 images x "
-         f"1000 iters {r['reference_16_images_s']:.1f} s", _gb(r["reference_peak_gb"]), target("reference_16_images_s")),
+         f"1000 iters {r['reference_16_images_s']:.1f} s", _gb(r["reference_peak_gb"]),
+         target("reference_16_images_s")),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"gpu-check: profile {r['profile']} ({r['generator_size']} px), {r['device']}, torch {r['torch']}, "

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(StudySettings):
         if f.name in ("progress",):
             continue
-        typ = {"int | None": int, "int": int, "float | None": float, "str | None": str, "str": str}.get(str(f.type), str)
+        types = {"int | None": int, "int": int, "float | None": float, "str | None": str, "str": str}
+        typ = types.get(str(f.type), str)
         p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
     p.add_argument("--no-progress", action="store_true")
 
@@ -77,7 +78,8 @@ def _files(args, t0: float) -> int:
     row = paper_metrics(args.g_prime, args.style_images, profile=args.profile, style=style, photos=args.photos,
                         generator=args.generator, n=args.n, seed=args.seed, device=args.device)
     name = args.name or f"paper_metrics_{style}"
-    md, js = results_table([row], figure_path(row["profile"], f"{name}.md"), figure_path(row["profile"], f"{name}.json"),
+    md, js = results_table([row], figure_path(row["profile"], f"{name}.md"),
+                           figure_path(row["profile"], f"{name}.json"),
                            title=f"The paper's metrics of {args.g_prime}", meta={"g_prime": str(args.g_prime)})
     print(Path(md).read_text())
     print(f"wrote {md} and {js} in {time.perf_counter() - t0:.0f} s")

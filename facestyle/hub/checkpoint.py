@@ -63,8 +63,8 @@ def _state(x: Any) -> Any:
     return x.state_dict() if isinstance(x, nn.Module) else x
 
 
-def save_checkpoint(path: str | os.PathLike, *, kind: str, state_dict: Any, config: Any = None, meta: dict | None = None,
-                    half: bool = False, **extra: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike, *, kind: str, state_dict: Any, config: Any = None,
+                    meta: dict | None = None, half: bool = False, **extra: Any) -> Path:
     """Write a facestyle checkpoint atomically (layout in the module docstring).
 
     ``state_dict`` may be a module; ``config`` a dataclass / Namespace / dict; ``extra`` holds further tensors

@@ -306,7 +306,8 @@ def load_discriminator(name_or_path: str | os.PathLike, device: Any = "auto", *,
         sd = obj.get("d") if isinstance(obj.get("d"), dict) else (obj if _looks_like_d(obj) else None)
     if sd is None:
         raise CheckpointError(f"{path} holds no StyleGAN2 discriminator: it is {_describe(obj)} "
-                              f"(discriminators come with rosinality training files or converted files made with --disc)")
+                              f"(discriminators come with rosinality training files or converted files made "
+                              f"with --disc)")
     d = _build_d(sd, path)
     size = infer_discriminator_config(sd)["size"]
     if expected_size is not None and size != int(expected_size):

@@ -90,7 +90,8 @@ def load_psp(name_or_path: str | os.PathLike, device: Any = "auto", *, expected_
     else:
         raise CheckpointError(f"{path} is not a pSp checkpoint: it is {_describe(obj)}")
     if not isinstance(sd, dict) or not any(str(k).startswith("encoder.") for k in sd):
-        raise CheckpointError(f"{path} has no encoder.* weights: it is {_describe(sd if isinstance(sd, dict) else obj)}")
+        what = _describe(sd if isinstance(sd, dict) else obj)
+        raise CheckpointError(f"{path} has no encoder.* weights: it is {what}")
     esd = {k[len("encoder."):]: v for k, v in sd.items() if str(k).startswith("encoder.")}
     dsd = {k[len("decoder."):]: v for k, v in sd.items() if str(k).startswith("decoder.")}
     decoder, gcfg = None, None

@@ -93,13 +93,15 @@ _register(Entry(
     name="lpips-vgg16", kind="lpips-backbone", filename="vgg16-397923af.pth",
     url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256=None, size_bytes=None,
     sha256_prefix="397923af", profile="ffhq", torch_cache=True, licence="torchvision model weights (BSD-3 code)",
-    where="download.pytorch.org (torchvision VGG16 ImageNet weights; lpips fetches it into $TORCH_HOME/hub/checkpoints)",
+    where="download.pytorch.org (torchvision VGG16 ImageNet weights; lpips fetches it into "
+          "$TORCH_HOME/hub/checkpoints)",
     note="Backbone of LPIPS-VGG (training loss). " + _TV_NOTE))
 _register(Entry(
     name="lpips-alexnet", kind="lpips-backbone", filename="alexnet-owt-7be5be79.pth",
     url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256=None, size_bytes=None,
     sha256_prefix="7be5be79", profile="ffhq", torch_cache=True, licence="torchvision model weights (BSD-3 code)",
-    where="download.pytorch.org (torchvision AlexNet ImageNet weights; lpips fetches it into $TORCH_HOME/hub/checkpoints)",
+    where="download.pytorch.org (torchvision AlexNet ImageNet weights; lpips fetches it into "
+          "$TORCH_HOME/hub/checkpoints)",
     note="Backbone of LPIPS-Alex (evaluation). " + _TV_NOTE))
 _register(Entry(
     name="fid-inception", kind="inception", filename="pt_inception-2015-12-05-6726825d.pth",

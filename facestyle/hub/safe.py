@@ -102,7 +102,8 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu", *, allow_unsaf
             what = m.group(1) if m else "an object outside the allow-list"
             raise UnsafeCheckpointError(
                 f"refused to load {p}: its pickle asks for '{what}', which is not a tensor, a plain container or on "
-                f"facestyle's allow-list (argparse.Namespace, numpy scalars and dtypes); it was NOT executed. If you trust the "
+                f"facestyle's allow-list (argparse.Namespace, numpy scalars and dtypes); it was NOT executed. "
+                f"If you trust the "
                 f"file's source completely, load it once with safe_load(path, allow_unsafe=True) and re-save its "
                 f"tensors with facestyle.hub.save_checkpoint") from None
         raise CheckpointError(f"{p} is truncated or corrupt ({size} bytes): {_first_line(msg, exc)}; "

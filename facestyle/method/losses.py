@@ -95,7 +95,8 @@ def semantic_loss(img_a: torch.Tensor, img_b: torch.Tensor, lpips_model: nn.Modu
 
     ``img_a`` = G(z) from the frozen pretrained generator, ``img_b`` = G'(z) from the generator being finetuned
     (same z and the same noise maps, so any difference is drift of G'); both in [-1, 1], resized to ``size``
-    (the profile's ``loss_size``) before either distance, or to ``lpips_size`` for the LPIPS when it is given. ``L_ID`` is ``1 - cos`` of identity embeddings.
+    (the profile's ``loss_size``) before either distance, or to ``lpips_size`` for the LPIPS when it is given.
+    ``L_ID`` is ``1 - cos`` of identity embeddings.
     With ``id_model=None`` or ``lambda_id=0`` the ID term is left out (and reported as 0).
 
     Returns ``(loss, parts)``: the batch-mean scalar and ``{"lpips": ..., "id": ...}`` (batch means, still

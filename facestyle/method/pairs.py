@@ -318,7 +318,8 @@ def level2(style_images: torch.Tensor, z_init: torch.Tensor, g: nn.Module, g_sta
     loss0, loss1 = torch.cat(l0s), torch.cat(l1s)
     meta = {"equation": "Eq. 5: z2+ = argmin L_sem(G*(z+), S) from z1+, w2+ = mapping_G(z2+), P2 = G(w2+)",
             "iters": int(iters), "lr": float(lr), "batch": int(batch), "lambda_id": float(lossmodels.lambda_id),
-            "loss_size": lossmodels.size, "precision": precision, "schedule": schedule, "g_star_sha256": g_hash, "batches_reused": reused,
+            "loss_size": lossmodels.size, "precision": precision, "schedule": schedule, "g_star_sha256": g_hash,
+            "batches_reused": reused,
             "loss_start_mean": float(loss0.mean()), "loss_end_mean": float(loss1.mean()),
             "wall_s": round(time.perf_counter() - t0, 2)}
     return PairLevel(level=2, wplus=w2, zplus=z2, images=_render(g, w2, batch), meta=meta, loss_start=loss0,

@@ -210,7 +210,8 @@ def train(cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
 
     def snapshot_state():
         return {"g": g.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(),
-                "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "map_opt": map_opt.state_dict(), "step": step, "wall_s": wall,
+                "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(), "map_opt": map_opt.state_dict(),
+                "step": step, "wall_s": wall,
                 "config": asdict(cfg), "rng": torch.get_rng_state()}
 
     ckpt.install_signal_handlers()
