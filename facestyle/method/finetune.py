@@ -326,16 +326,21 @@ def _grad_norms(params: list, terms: dict, weights: dict) -> dict[str, float]:
     return out
 
 
-# Keys of the objective's terms, which a variant without that term ignores: a G* (baseline) is the same finetune
-# whatever lambda_sem the profile now sets, so a new recipe does not retrain it.
-_SEMANTIC_KEYS = ("lambda_sem", "lambda_id", "lpips", "lpips_size")
-_PAIRED_KEYS = ("lambda_paired", "pairs")
+def _unused_keys(cfg: FinetuneConfig) -> set[str]:
+    """Settings of terms the variant leaves out: a G* (baseline) is the same finetune whatever lambda_sem the
+    profile now sets, so a new recipe for Eq. 1 does not retrain it."""
+    unused = set()
+    if not cfg.uses_semantic:
+        unused |= {"lambda_sem", "lambda_id"}
+    if not cfg.uses_paired:
+        unused |= {"lambda_paired", "pairs"}
+    if not (cfg.uses_semantic or cfg.uses_paired):  # both Eq. 1 and Eq. 2 measure with the LPIPS
+        unused |= {"lpips", "lpips_size"}
+    return unused
 
 
 def _check_resume(saved: dict, cfg: FinetuneConfig, path: Path) -> None:
-    unused = (() if cfg.uses_semantic else _SEMANTIC_KEYS) + (() if cfg.uses_paired else _PAIRED_KEYS)
-    if cfg.uses_paired:  # Eq. 2 is an LPIPS too
-        unused = tuple(k for k in unused if k not in ("lpips", "lpips_size"))
+    unused = _unused_keys(cfg)
     diff = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in _RESUME_KEYS
             if k in saved and k not in unused and saved.get(k) != getattr(cfg, k)]
     if diff:
